@@ -1,0 +1,196 @@
+# shellcheck shell=bash
+# Shared by the guest verbs: paths, argument checks, locking, the env's namespaces.
+# Sourced from a root-owned file; never sources anything an env can write.
+
+export LC_ALL=C
+umask 022
+
+readonly LB_LIB=/usr/local/libexec/llima-box/lib
+readonly LB_CONF=/etc/llima-box/guest.conf
+readonly LB_STATE=/var/lib/llima-box
+readonly LB_RUN=/run/llima-box
+readonly LB_HOMES=$LB_STATE/home
+readonly LB_UID_MIN=200000
+readonly LB_UID_MAX=299999
+
+[[ ${LLIMA_DEBUG:-} == 1 ]] && set -x
+
+die() { # die CODE MESSAGE: one line on stderr, then exit
+	printf 'llima-box-guest: %s\n' "$2" >&2
+	exit "$1"
+}
+bad() { die 2 "$1"; }
+fail() { die "${LB_FAIL:-1}" "$1"; } # the verb's own failure: 1, or 125 for enter
+
+need_root() {
+	[[ $EUID -eq 0 ]] || fail "must run as root (through sudo)"
+}
+
+check_name() {
+	[[ $1 =~ ^lb-[a-z0-9][a-z0-9-]{0,28}$ ]] || bad "invalid env name (want lb-[a-z0-9-], at most 32 characters)"
+}
+
+# conf_get KEY: a value of /etc/llima-box/guest.conf (KEY=VALUE lines, never sourced)
+conf_get() {
+	local key=$1 line
+	[[ -r $LB_CONF ]] || fail "$LB_CONF missing: run the llima-box provisioning"
+	while IFS= read -r line; do
+		[[ $line == "$key="* ]] && {
+			printf '%s\n' "${line#*=}"
+			return 0
+		}
+	done <"$LB_CONF"
+	return 0
+}
+
+is_system_dir() {
+	case $1 in
+	/ | /bin | /boot | /dev | /etc | /home | /lib | /lib32 | /lib64 | /media | /mnt | /opt | /proc | /root | /run | /sbin | /srv | /sys | /tmp | /usr | /var | /Users | /Volumes) return 0 ;;
+	/bin/* | /boot/* | /dev/* | /etc/* | /lib/* | /lib32/* | /lib64/* | /proc/* | /root/* | /run/* | /sbin/* | /sys/* | /usr/* | /var/* | /tmp/*) return 0 ;;
+	esac
+	return 1
+}
+
+is_home_dir() {
+	local home
+	while IFS=: read -r _ _ _ _ _ home _; do
+		[[ $1 == "$home" ]] && return 0
+	done </etc/passwd
+	return 1
+}
+
+# check_path LABEL PATH: absolute, normalised, printable, no symlink in any component
+check_path() {
+	local label=$1 p=$2 part prefix=
+	[[ -n $p ]] || bad "$label is empty"
+	((${#p} <= 1024)) || bad "$label is longer than 1024 bytes"
+	[[ $p != *[$'\001'-$'\037'$'\177']* ]] || bad "$label contains a control character"
+	[[ $p == /* ]] || bad "$label is not absolute"
+	[[ $p == / || ($p != */ && $p != *//* && $p != */./* && $p != */../* && $p != */. && $p != */..) ]] ||
+		bad "$label is not normalised"
+	local IFS=/
+	for part in ${p#/}; do
+		prefix+=/$part
+		[[ ! -L $prefix ]] || bad "$label has a symlinked component: $prefix"
+	done
+	[[ -d $p ]] || bad "$label is not an existing directory"
+}
+
+# check_project PROJECT: check_path plus the allowed roots and the forbidden places
+check_project() {
+	local p=$1 root roots ok=
+	check_path project "$p"
+	is_system_dir "$p" && bad "project may not be a system directory: $p"
+	is_home_dir "$p" && bad "project may not be a home directory: $p"
+	roots=$(conf_get ROOTS)
+	local IFS=:
+	for root in $roots; do
+		[[ -n $root ]] || continue
+		[[ $p == "$root" ]] && bad "project may not be an allowed root itself: $p"
+		[[ $p == "$root"/* ]] && ok=1
+	done
+	[[ -n $ok ]] || bad "project is not under an allowed root ($roots): $p"
+}
+
+env_dir() { printf '%s/envs/%s' "$LB_STATE" "$1"; }
+env_home() { printf '%s/%s' "$LB_HOMES" "$1"; }
+holder_file() { printf '%s/%s.holder' "$LB_RUN" "$1"; }
+
+# with_lock NAME CMD...: run CMD holding the env's lock
+with_lock() {
+	local name=$1
+	shift
+	{
+		flock 9
+		"$@"
+	} 9>"$LB_RUN/locks/$name.lock"
+}
+
+# run_dirs: the root-only runtime directories (on tmpfs: gone after a reboot)
+run_dirs() {
+	install -d -m 0700 "$LB_RUN" "$LB_RUN/locks" "$LB_RUN/roots"
+}
+
+user_exists() { getent passwd "$1" >/dev/null; }
+
+# holder_pid NAME: print the pid of the env's live holder, or fail
+holder_pid() {
+	local file pid start now
+	file=$(holder_file "$1")
+	[[ -r $file ]] || return 1
+	read -r pid start <"$file" || return 1
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	now=$(proc_start "$pid") || return 1
+	[[ $now == "$start" ]] || return 1
+	printf '%s\n' "$pid"
+}
+
+# proc_start PID: the start time of a process (field 22 of /proc/PID/stat)
+proc_start() {
+	local stat
+	stat=$(<"/proc/$1/stat") 2>/dev/null || return 1
+	stat=${stat##*) }
+	read -r -a f <<<"$stat"
+	printf '%s\n' "${f[19]}"
+}
+
+# ensure_env NAME PROJECT: make the env if missing, start its namespaces if gone (holds the lock)
+ensure_env() {
+	with_lock "$1" _ensure_env_locked "$1" "$2"
+}
+
+_ensure_env_locked() {
+	local name=$1 project=$2 recorded
+	if [[ -r $(env_dir "$name")/project ]]; then
+		recorded=$(<"$(env_dir "$name")/project")
+		[[ $recorded == "$project" ]] || bad "env $name belongs to another project: $recorded"
+		user_exists "$name" || fail "env $name has no user; delete it and create it again"
+	else
+		make_env "$name" "$project"
+	fi
+	holder_pid "$name" >/dev/null || start_holder "$name" "$project"
+}
+
+make_env() {
+	local name=$1 project=$2 dir home
+	dir=$(env_dir "$name")
+	home=$(env_home "$name")
+	user_exists "$name" || useradd -K UID_MIN=$LB_UID_MIN -K UID_MAX=$LB_UID_MAX \
+		-K GID_MIN=$LB_UID_MIN -K GID_MAX=$LB_UID_MAX -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 \
+		-M -U -l -d "/home/$name" -s /bin/bash -c "llima-box env" "$name" ||
+		fail "useradd $name failed"
+	if [[ ! -d $home ]]; then
+		mkdir -m 0700 "$home.new"
+		cp -a /etc/skel/. "$home.new/" 2>/dev/null || true
+		chown -R --no-dereference "$name:$name" "$home.new"
+		mv "$home.new" "$home"
+	fi
+	rm -rf "$dir.new"
+	install -d -m 0700 "$dir.new"
+	printf '%s\n' "$project" >"$dir.new/project"
+	date -u +%Y-%m-%dT%H:%M:%SZ >"$dir.new/created"
+	mv -T "$dir.new" "$dir"
+}
+
+# start_holder NAME PROJECT: a new PID/mount/IPC/UTS namespace set whose PID 1 is lib/holder.sh
+start_holder() {
+	local name=$1 project=$2 owner owner_gid root log ready
+	read -r owner owner_gid < <(stat -c '%u %g' "$project")
+	((owner != 0)) || bad "project belongs to root: $project"
+	root=$LB_RUN/roots/$name
+	log=$LB_RUN/$name.log
+	mkdir -p "$root"
+	rm -f "$root.fifo"
+	mkfifo -m 0600 "$root.fifo"
+	ready=$(
+		unshare --mount --pid --ipc --uts --propagation private -- \
+			"$LB_LIB/spawn-holder.sh" "$name" "$project" "$(id -u "$name")" "$(id -g "$name")" \
+			"$owner" "$owner_gid" "$root" "$(env_home "$name")" "$(conf_get PROJECT_MODE)" \
+			3>&1 >/dev/null 2>"$log" 9>&-
+	)
+	[[ $ready == ready\ * ]] || fail "could not start env $name: $(tail -n 1 "$log" 2>/dev/null)"
+	local pid mode
+	read -r _ pid mode <<<"$ready"
+	printf '%s %s\n' "$pid" "$(proc_start "$pid")" >"$(holder_file "$name")"
+	printf '%s\n' "$mode" >"$(env_dir "$name")/mode"
+}

@@ -1,0 +1,84 @@
+#!/bin/bash
+# enter NAME PROJECT [--cwd DIR] [--env VAR=VALUE]... [--agent-socket PATH] [--] [CMD ARG...]
+# Run CMD (default: a login shell) in the env as its user, creating or restarting the env
+# when needed. Exit status: CMD's; 126 cannot run; 127 not found; 2 bad argument; 125 own failure.
+set -euo pipefail
+# shellcheck source=common.sh
+source /usr/local/libexec/llima-box/lib/common.sh
+export LB_FAIL=125
+need_root
+usage="usage: enter NAME PROJECT [--cwd DIR] [--env VAR=VALUE]... [--agent-socket PATH] [--] [CMD ARG...]"
+(($# >= 2)) || bad "$usage"
+name=$1 project=$2
+shift 2
+check_name "$name"
+check_project "$project"
+
+cwd=$project term=dumb lang=C.UTF-8 agent=
+extra=()
+while (($#)); do
+	case $1 in
+	--cwd | --env | --agent-socket) (($# >= 2)) || bad "$1 needs a value" ;;&
+	--cwd) cwd=$2 ;;
+	--env)
+		[[ $2 =~ ^(TERM|LANG|COLORTERM|LC_[A-Z]+)=[A-Za-z0-9._@:+=-]*$ ]] || bad "--env refuses ${2%%=*}"
+		case $2 in
+		TERM=*) term=${2#*=} ;;
+		LANG=*) lang=${2#*=} ;;
+		*) extra+=("$2") ;;
+		esac
+		;;
+	--agent-socket) agent=$2 ;;
+	--) shift && break ;;
+	-*) bad "unknown option $1" ;;
+	*) break ;;
+	esac
+	shift 2
+done
+check_path cwd "$cwd"
+[[ $cwd == "$project" || $cwd == "$project"/* ]] || bad "--cwd is not inside the project"
+
+run_dirs
+ensure_env "$name" "$project"
+pid=$(holder_pid "$name") || fail "env $name is not running"
+
+if [[ $(cat "$(env_dir "$name")/mode" 2>/dev/null) == shared-uid ]]; then
+	ids=$(stat -c '%u %g' "$project")
+else
+	ids="$(id -u "$name") $(id -g "$name")"
+fi
+read -r uid gid <<<"$ids"
+
+# bind_agent: show the caller's forwarded agent socket inside the env, for this entry only
+bind_agent() {
+	local caller=${SUDO_UID:-0} dir=${agent%/*}
+	agent_target=/run/llima-agent.$$.sock
+	check_path agent-socket "$dir"
+	[[ $agent =~ ^/[^/]+(/[^/]+)*/[A-Za-z0-9._-]+$ ]] || bad "invalid --agent-socket"
+	exec 5<"$dir"
+	nsenter -t "$pid" -m -- "$LB_LIB/agent-bind.sh" "${agent##*/}" "$agent_target" "$caller" "$uid" ||
+		bad "--agent-socket is not the caller's socket"
+	exec 5<&-
+	extra+=("SSH_AUTH_SOCK=$agent_target")
+	trap 'nsenter -t "$pid" -m -- "$LB_LIB/agent-bind.sh" --remove "$agent_target"' EXIT
+}
+[[ -z $agent ]] || bind_agent
+
+(($#)) || set -- /bin/bash -l
+[[ $1 != *=* ]] || bad "a command name may not contain '='"
+ctty=()
+[[ -t 0 ]] && ctty=(--ctty)
+
+nsenter_argv=(
+	nsenter -t "$pid" -m -p -i -u --
+	setsid "${ctty[@]}" --
+	setpriv --reuid "$uid" --regid "$gid" --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --
+	env -i -C "$cwd" "HOME=/home/$name" "USER=$name" "LOGNAME=$name" SHELL=/bin/bash
+	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+	"TERM=$term" "LANG=$lang" "${extra[@]}"
+)
+if [[ -z $agent ]]; then
+	exec "${nsenter_argv[@]}" "$@"
+fi
+"${nsenter_argv[@]}" "$@" && rc=0 || rc=$?
+exit "$rc"

@@ -1,0 +1,89 @@
+#!/bin/bash
+# PID 1 of an env. Builds the env's root in its new mount namespace, pivots into it,
+# reports "ready OUTER_PID MODE" on fd 3, then waits forever, reaping orphans.
+# SIGTERM ends it cleanly, and with it every process of the env.
+set -euo pipefail
+[[ ${LLIMA_DEBUG:-} == 1 ]] && set -x
+name=$1 project=$2 uid=$3 gid=$4 owner=$5 owner_gid=$6 root=$7 home=$8 mode=${9:-auto}
+lib=${0%/*}
+
+read -r outer _ </proc/self/stat
+exec 4<>"$root.fifo"
+rm -f "$root.fifo"
+
+mount --make-rprivate /
+mount -t proc -o nosuid,nodev,noexec proc /proc # this PID namespace's view, for idmap-mount
+mount -t tmpfs -o mode=0755,size=16m llima-root "$root"
+cd "$root"
+
+ro_bind() { # ro_bind SRC DST: a read-only, nosuid, nodev bind
+	mount --bind "$1" "$2"
+	mount -o remount,bind,ro,nosuid,nodev "$2"
+}
+
+for d in usr etc bin sbin lib lib32 lib64 libx32 opt; do
+	if [[ -L /$d ]]; then
+		ln -s "$(readlink "/$d")" "$d"
+	elif [[ -d /$d ]]; then
+		mkdir "$d"
+		ro_bind "/$d" "$d"
+	fi
+done
+
+mkdir -m 0755 dev proc sys run var home
+mkdir -m 1777 tmp var/tmp
+mount -t tmpfs -o mode=1777,nosuid,nodev,size=50% llima-tmp tmp
+mount -t tmpfs -o mode=1777,nosuid,nodev,size=50% llima-vartmp var/tmp
+mount -t tmpfs -o mode=0755,nosuid,nodev,size=16m llima-run run
+if [[ -d /run/systemd/resolve ]]; then
+	mkdir -p run/systemd/resolve
+	ro_bind /run/systemd/resolve run/systemd/resolve
+fi
+
+mount -t tmpfs -o mode=0755,nosuid,size=64k llima-dev dev
+for n in null zero full random urandom tty; do
+	touch "dev/$n"
+	mount --bind "/dev/$n" "dev/$n"
+done
+mkdir dev/pts dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,nosuid,noexec devpts dev/pts
+mount -t tmpfs -o mode=1777,nosuid,nodev llima-shm dev/shm
+ln -s pts/ptmx dev/ptmx
+ln -s /proc/self/fd dev/fd
+ln -s /proc/self/fd/0 dev/stdin
+ln -s /proc/self/fd/1 dev/stdout
+ln -s /proc/self/fd/2 dev/stderr
+
+mount -t proc -o nosuid,nodev,noexec proc proc
+ro_bind /sys sys
+
+mkdir -p "home/$name"
+mount --bind "$home" "home/$name"
+mount -o remount,bind,nosuid,nodev "home/$name"
+
+mkdir -p ".$project"
+if [[ $mode != shared-uid ]] &&
+	python3 "$lib/idmap-mount.py" "$project" ".$project" "$owner:$uid" "$owner_gid:$gid"; then
+	mode=idmap
+elif [[ $mode == idmap ]]; then
+	echo "idmapped mount of $project failed" >&2
+	exit 1
+else
+	mount --bind "$project" ".$project"
+	mode=shared-uid
+fi
+mount -o remount,bind,nosuid,nodev ".$project"
+
+mount -o remount,ro,nosuid,nodev "$root"
+pivot_root . .
+umount -l .
+cd /
+printf '%s\n' "$name" >/proc/sys/kernel/hostname
+
+printf 'ready %s %s\n' "$outer" "$mode" >&3
+exec 3>&- 2>/dev/null 1>/dev/null 0</dev/null
+
+trap 'exit 0' TERM INT HUP
+while :; do
+	read -r -u 4 _ || true
+done

@@ -1,0 +1,48 @@
+#!/bin/bash
+# Install or upgrade the llima-box guest side. Runs as root: at every boot of the Lima VM
+# (its `system` provision step), and over SSH from `llima-box provision`. Idempotent.
+#
+# usage: install.sh [--user LOGIN] [--roots DIR[:DIR...]] [--project-mode auto|idmap|shared-uid]
+#   --user          the guest login user allowed to run the guest scripts through sudo
+#   --roots         where projects may live (default /home)
+#   --project-mode  how an env writes its project (default auto: idmapped mount, else shared uid)
+set -euo pipefail
+export LC_ALL=C
+[[ ${LLIMA_DEBUG:-} == 1 ]] && set -x
+
+die() {
+	printf 'llima-box-provision: %s\n' "$1" >&2
+	exit "${2:-1}"
+}
+
+LB_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LB_USER="" LB_ROOTS=/home LB_MODE=auto
+while (($#)); do
+	case $1 in
+	--user | --roots | --project-mode) (($# >= 2)) || die "$1 needs a value" 2 ;;&
+	--user) LB_USER=$2 ;;
+	--roots) LB_ROOTS=$2 ;;
+	--project-mode) LB_MODE=$2 ;;
+	*) die "unknown argument $1 (see the usage in $0)" 2 ;;
+	esac
+	shift 2
+done
+
+[[ $EUID -eq 0 ]] || die "must run as root"
+if [[ -n $LB_USER ]]; then
+	[[ $LB_USER =~ ^[a-z_][a-z0-9_-]{0,31}$ && $LB_USER != root ]] || die "invalid --user $LB_USER" 2
+	getent passwd "$LB_USER" >/dev/null || die "no such user: $LB_USER" 2
+fi
+[[ $LB_MODE =~ ^(auto|idmap|shared-uid)$ ]] || die "invalid --project-mode $LB_MODE" 2
+IFS=: read -r -a roots <<<"$LB_ROOTS"
+((${#roots[@]})) || die "--roots is empty" 2
+for root in "${roots[@]}"; do
+	[[ $root =~ ^(/[A-Za-z0-9._@+-]+)+$ && $root != */. && $root != */.. && $root != *[/]..[/]* ]] ||
+		die "invalid root $root (absolute, normalised, no special characters)" 2
+done
+export LB_SRC LB_USER LB_ROOTS LB_MODE
+
+for step in "$LB_SRC"/provision/steps/[0-9][0-9]-*.sh; do
+	bash "$step" || die "step ${step##*/} failed"
+done
+echo "llima-box guest side version $(cat /usr/local/libexec/llima-box/VERSION) installed"
