@@ -1,0 +1,6 @@
+"""llima-box: isolated, persistent per-project sandboxes for coding agents."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

@@ -1,0 +1,137 @@
+"""A real guest for tests: a copy-on-write clone of this machine in its own namespaces.
+
+It runs sshd on a loopback port, has the guest login user ``alice`` (and ``bob``), the
+"host home" mount ``/Users`` (tmpfs), and the guest side installed by the project's own
+``provision/install.sh``. Everything it writes stays in an overlay that vanishes on stop.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PREFIX = "/usr/local/libexec/llima-box"
+USERS = {"alice": 1501, "bob": 1502}
+
+
+class GuestUnavailable(RuntimeError):
+    """A prerequisite of the test guest is missing."""
+
+
+def check_prerequisites() -> None:
+    """Raise GuestUnavailable naming what is missing (never a skip)."""
+    if os.geteuid() != 0:
+        raise GuestUnavailable("the real-guest tests must run as root")
+    for tool in ("unshare", "nsenter", "setpriv", "sudo", "ssh", "ssh-keygen", "/usr/sbin/sshd"):
+        if shutil.which(tool) is None:
+            raise GuestUnavailable(f"{tool} is missing: run .ci/run (it installs the test prerequisites)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Guest:
+    """The running test guest; use as a context manager."""
+
+    user = "alice"
+    uid = USERS["alice"]
+    home = "/home/alice.guest"
+    host_home = "/Users/alice"
+
+    def __init__(self) -> None:
+        check_prerequisites()
+        self.dir = Path(tempfile.mkdtemp(prefix="lbg.", dir="/var/tmp"))
+        self.port = free_port()
+        self.key = str(self.dir / "key")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.key], check=True)
+        with open(self.dir / "boot.log", "wb") as log:
+            self.proc = self._boot(log)
+        self._wait_ready()
+        self.pid = int((self.dir / "pid").read_text())
+        self.host_key_pub = (self.dir / "out" / "host_key.pub").read_text()
+
+    def _boot(self, log: object) -> subprocess.Popen:
+        return subprocess.Popen(
+            ["unshare", "--mount", "--pid", "--fork", "--uts", "--ipc", "--propagation", "private",
+             "bash", str(REPO / "tests" / "guest_boot.sh"), str(self.dir), str(REPO), str(self.port)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+        )
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not (self.dir / "out" / "ready").exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                log = (self.dir / "boot.log").read_text(errors="replace")[-2000:]
+                prov = self.dir / "out" / "provision.log"
+                if prov.exists():
+                    log += prov.read_text(errors="replace")[-2000:]
+                self.stop()
+                raise GuestUnavailable(f"test guest did not boot:\n{log}")
+            time.sleep(0.05)
+
+    def __enter__(self) -> Guest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def argv(self, argv: list[str], user: str = "root", cwd: str | None = None) -> list[str]:
+        """The argv that runs ``argv`` inside the guest as ``user``."""
+        enter = ["nsenter", "-t", str(self.pid), "-m", "-p", "-u", "-i", "-r", "-w"]
+        if user == "root":
+            env = ["env", "-i", "HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+            if cwd:
+                env[1:1] = ["-C", cwd]
+            return enter + ["--"] + env + list(argv)
+        home = "/home/%s.guest" % user
+        env = ["env", "-i", "-C", cwd or home, f"HOME={home}", f"USER={user}", f"LOGNAME={user}",
+               "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"]
+        drop = ["setpriv", "--reuid", user, "--regid", user, "--init-groups", "--"]
+        return enter + ["--"] + drop + env + list(argv)
+
+    def run(self, argv: list[str], user: str = "root", input: bytes | str | None = None,
+            cwd: str | None = None, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess:
+        """Run ``argv`` in the guest; text mode unless ``input`` is bytes."""
+        text = not isinstance(input, bytes)
+        return subprocess.run(self.argv(argv, user, cwd), input=input, capture_output=True,
+                              text=text, timeout=timeout, **kw)
+
+    def sh(self, script: str, user: str = "root") -> subprocess.CompletedProcess:
+        return self.run(["sh", "-c", script], user=user)
+
+    def guest_script(self, verb: str, *args: str, user: str = "alice", **kw: object) -> subprocess.CompletedProcess:
+        """Run a guest verb as ``user`` through sudo, as the host side does."""
+        return self.run(["sudo", "-n", f"{PREFIX}/{verb}", *args], user=user, **kw)
+
+    def enter(self, name: str, project: str, *cmd: str, **kw: object) -> subprocess.CompletedProcess:
+        return self.guest_script("enter", name, project, "--", *cmd, **kw)
+
+    def make_project(self, owner: str, name: str) -> str:
+        path = f"/Users/{owner}/{name}"
+        self.run(["install", "-d", "-m", "0755", "-o", owner, "-g", owner, path]).check_returncode()
+        return path
+
+    def ssh_argv(self, *cmd: str) -> list[str]:
+        return ["ssh", "-p", str(self.port), "-i", self.key, "-o", "BatchMode=yes",
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "LogLevel=ERROR", f"{self.user}@127.0.0.1", *cmd]
+
+    def reprovision(self, *args: str) -> subprocess.CompletedProcess:
+        return self.run(["bash", str(REPO / "provision" / "install.sh"), "--user", "alice",
+                         "--roots", "/Users/alice:/Users/bob", *args])

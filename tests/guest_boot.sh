@@ -1,0 +1,59 @@
+#!/bin/bash
+# Boot of the copy-on-write test guest (see tests/guest.py). Runs as PID 1 of new mount,
+# PID, UTS and IPC namespaces: an overlay of this machine's / becomes the guest's root.
+# usage: guest_boot.sh DIR REPO PORT
+set -euo pipefail
+dir=$1 repo=$2 port=$3
+read -r outer _ </proc/self/stat
+echo "$outer" >"$dir/pid"
+
+mkdir -p "$dir/upper" "$dir/work" "$dir/root" "$dir/out"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$dir/upper,workdir=$dir/work" "$dir/root"
+cd "$dir/root"
+mount --bind "$dir/out" ".$dir/out" # what the guest reports back to the tests
+out=$dir/out
+mount --rbind /dev dev
+mount --rbind /sys sys
+mount -t proc proc proc
+mount -t tmpfs guest-run run
+mount -t tmpfs guest-tmp tmp
+mkdir -p Users old
+mount -t tmpfs -o mode=0755 guest-users Users # the host home mount of a Lima VM
+pivot_root . old
+umount -l /old
+cd /
+hostname guest
+echo "127.0.0.1 guest" >>/etc/hosts
+
+useradd -m -d /home/alice.guest -u 1501 -U -s /bin/bash alice
+useradd -m -d /home/bob.guest -u 1502 -U -s /bin/bash bob
+for u in alice bob; do
+	install -d -m 0755 -o "$u" -g "$u" "/Users/$u"
+done
+install -d -m 0700 -o alice -g alice /home/alice.guest/.ssh
+install -m 0600 -o alice -g alice "$dir/key.pub" /home/alice.guest/.ssh/authorized_keys
+
+ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/llima_test_host_key
+cp /etc/ssh/llima_test_host_key.pub "$out/host_key.pub"
+cat >/etc/ssh/llima_test_sshd_config <<CONF
+ListenAddress 127.0.0.1:$port
+HostKey /etc/ssh/llima_test_host_key
+PidFile /run/sshd-test.pid
+UsePAM yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AllowAgentForwarding yes
+PermitRootLogin no
+Subsystem sftp internal-sftp
+CONF
+install -d -m 0755 /run/sshd
+/usr/sbin/sshd -f /etc/ssh/llima_test_sshd_config
+
+bash "$repo/provision/install.sh" --user alice --roots /Users/alice:/Users/bob >"$out/provision.log" 2>&1
+echo ready >"$out/ready"
+
+trap 'exit 0' TERM INT
+while :; do
+	sleep 3600 &
+	wait $! || true
+done
