@@ -12,6 +12,7 @@ readonly LB_RUN=/run/llima-box
 readonly LB_HOMES=$LB_STATE/home
 readonly LB_UID_MIN=200000
 readonly LB_UID_MAX=299999
+export HOLDER_PID= # set by holder_alive
 
 [[ ${LLIMA_DEBUG:-} == 1 ]] && set -x
 
@@ -30,15 +31,13 @@ check_name() {
 	[[ $1 =~ ^lb-[a-z0-9][a-z0-9-]{0,28}$ ]] || bad "invalid env name (want lb-[a-z0-9-], at most 32 characters)"
 }
 
-# conf_get KEY: a value of /etc/llima-box/guest.conf (KEY=VALUE lines, never sourced)
+# conf_get VAR KEY: set VAR to a value of /etc/llima-box/guest.conf (KEY=VALUE lines, never sourced)
 conf_get() {
-	local key=$1 line
+	local line
 	[[ -r $LB_CONF ]] || fail "$LB_CONF missing: run the llima-box provisioning"
+	printf -v "$1" '%s' ""
 	while IFS= read -r line; do
-		[[ $line == "$key="* ]] && {
-			printf '%s\n' "${line#*=}"
-			return 0
-		}
+		[[ $line == "$2="* ]] && printf -v "$1" '%s' "${line#*=}"
 	done <"$LB_CONF"
 	return 0
 }
@@ -52,11 +51,7 @@ is_system_dir() {
 }
 
 is_home_dir() {
-	local home
-	while IFS=: read -r _ _ _ _ _ home _; do
-		[[ $1 == "$home" ]] && return 0
-	done </etc/passwd
-	return 1
+	awk -F: -v p="$1" '$6 == p { found = 1 } END { exit !found }' /etc/passwd
 }
 
 # check_path LABEL PATH: absolute, normalised, printable, no symlink in any component
@@ -82,7 +77,7 @@ check_project() {
 	check_path project "$p"
 	is_system_dir "$p" && bad "project may not be a system directory: $p"
 	is_home_dir "$p" && bad "project may not be a home directory: $p"
-	roots=$(conf_get ROOTS)
+	conf_get roots ROOTS
 	local IFS=:
 	for root in $roots; do
 		[[ -n $root ]] || continue
@@ -113,30 +108,31 @@ run_dirs() {
 
 user_exists() { getent passwd "$1" >/dev/null; }
 
-# holder_pid NAME: print the pid of the env's live holder, or fail
-holder_pid() {
-	local file pid start now
-	file=$(holder_file "$1")
-	[[ -r $file ]] || return 1
-	read -r pid start <"$file" || return 1
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	now=$(proc_start "$pid") || return 1
+# holder_alive NAME: set HOLDER_PID when the env's holder process is running
+holder_alive() {
+	local pid start now stat f
+	HOLDER_PID=
+	[[ -r $LB_RUN/$1.holder ]] || return 1
+	read -r pid start <"$LB_RUN/$1.holder" || return 1
+	[[ $pid =~ ^[0-9]+$ && -r /proc/$pid/stat ]] || return 1
+	read -r stat <"/proc/$pid/stat" || return 1
+	read -r -a f <<<"${stat##*) }"
+	now=${f[19]}
 	[[ $now == "$start" ]] || return 1
-	printf '%s\n' "$pid"
+	HOLDER_PID=$pid # read by the verbs
 }
 
-# proc_start PID: the start time of a process (field 22 of /proc/PID/stat)
-proc_start() {
-	local stat
-	stat=$(<"/proc/$1/stat") 2>/dev/null || return 1
-	stat=${stat##*) }
-	read -r -a f <<<"$stat"
-	printf '%s\n' "${f[19]}"
-}
-
-# ensure_env NAME PROJECT: make the env if missing, start its namespaces if gone (holds the lock)
+# ensure_env NAME PROJECT: make the env if missing, start its namespaces if gone (holds the
+# lock unless the env is up already); sets HOLDER_PID
 ensure_env() {
+	if [[ -r $LB_STATE/envs/$1/project ]] && holder_alive "$1"; then
+		local recorded
+		recorded=$(<"$LB_STATE/envs/$1/project")
+		[[ $recorded == "$2" ]] || bad "env $1 belongs to another project: $recorded"
+		return 0
+	fi
 	with_lock "$1" _ensure_env_locked "$1" "$2"
+	holder_alive "$1" || fail "env $1 is not running"
 }
 
 _ensure_env_locked() {
@@ -148,7 +144,7 @@ _ensure_env_locked() {
 	else
 		make_env "$name" "$project"
 	fi
-	holder_pid "$name" >/dev/null || start_holder "$name" "$project"
+	holder_alive "$name" || start_holder "$name" "$project"
 }
 
 make_env() {
@@ -174,7 +170,8 @@ make_env() {
 
 # start_holder NAME PROJECT: a new PID/mount/IPC/UTS namespace set whose PID 1 is lib/holder.sh
 start_holder() {
-	local name=$1 project=$2 owner owner_gid root log ready
+	local name=$1 project=$2 owner owner_gid root log ready mode
+	conf_get mode PROJECT_MODE
 	read -r owner owner_gid < <(stat -c '%u %g' "$project")
 	((owner != 0)) || bad "project belongs to root: $project"
 	root=$LB_RUN/roots/$name
@@ -185,12 +182,14 @@ start_holder() {
 	ready=$(
 		unshare --mount --pid --ipc --uts --propagation private -- \
 			"$LB_LIB/spawn-holder.sh" "$name" "$project" "$(id -u "$name")" "$(id -g "$name")" \
-			"$owner" "$owner_gid" "$root" "$(env_home "$name")" "$(conf_get PROJECT_MODE)" \
+			"$owner" "$owner_gid" "$root" "$(env_home "$name")" "$mode" \
 			3>&1 >/dev/null 2>"$log" 9>&-
 	)
 	[[ $ready == ready\ * ]] || fail "could not start env $name: $(tail -n 1 "$log" 2>/dev/null)"
-	local pid mode
+	local pid stat f
 	read -r _ pid mode <<<"$ready"
-	printf '%s %s\n' "$pid" "$(proc_start "$pid")" >"$(holder_file "$name")"
+	read -r stat <"/proc/$pid/stat"
+	read -r -a f <<<"${stat##*) }"
+	printf '%s %s\n' "$pid" "${f[19]}" >"$(holder_file "$name")"
 	printf '%s\n' "$mode" >"$(env_dir "$name")/mode"
 }

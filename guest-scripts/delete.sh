@@ -25,7 +25,8 @@ delete_locked() {
 		echo "llima-box-guest: no env $name (nothing to delete)" >&2
 		return 0
 	fi
-	if pid=$(holder_pid "$name"); then
+	if holder_alive "$name"; then
+		pid=$HOLDER_PID
 		kill -KILL "$pid"
 		while [[ -e /proc/$pid ]]; do sleep 0.01; done
 	fi

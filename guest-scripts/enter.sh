@@ -40,14 +40,14 @@ check_path cwd "$cwd"
 
 run_dirs
 ensure_env "$name" "$project"
-pid=$(holder_pid "$name") || fail "env $name is not running"
-
-if [[ $(cat "$(env_dir "$name")/mode" 2>/dev/null) == shared-uid ]]; then
-	ids=$(stat -c '%u %g' "$project")
+pid=$HOLDER_PID
+mode=
+read -r mode <"$LB_STATE/envs/$name/mode" || true
+if [[ $mode == shared-uid ]]; then
+	read -r uid gid < <(stat -c '%u %g' "$project")
 else
-	ids="$(id -u "$name") $(id -g "$name")"
+	IFS=: read -r _ _ uid gid _ < <(getent passwd "$name")
 fi
-read -r uid gid <<<"$ids"
 
 # bind_agent: show the caller's forwarded agent socket inside the env, for this entry only
 bind_agent() {

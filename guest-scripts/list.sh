@@ -18,7 +18,7 @@ for dir in "$LB_STATE"/envs/lb-*; do
 	name=${dir##*/}
 	uid=$(id -u "$name" 2>/dev/null) || uid=null
 	alive=false
-	holder_pid "$name" >/dev/null && alive=true
+	holder_alive "$name" && alive=true
 	project=$(<"$dir/project")
 	created=$(<"$dir/created")
 	mode=$(cat "$dir/mode" 2>/dev/null) || mode=

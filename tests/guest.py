@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -131,6 +133,15 @@ class Guest:
         return ["ssh", "-p", str(self.port), "-i", self.key, "-o", "BatchMode=yes",
                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                 "-o", "LogLevel=ERROR", f"{self.user}@127.0.0.1", *cmd]
+
+    def install_cli(self) -> None:
+        """Make this machine's ``llima-box`` (this interpreter's) runnable by the guest's users."""
+        exe = Path(sys.executable)
+        for parent in exe.parents:
+            self.run(["chmod", "o+rx", str(parent)])
+        wrapper = f"#!/bin/sh\nexec {shlex.quote(str(exe))} -m llimabox \"$@\"\n"
+        self.run(["sh", "-c", "cat > /usr/local/bin/llima-box && chmod 755 /usr/local/bin/llima-box"],
+                 input=wrapper).check_returncode()
 
     def reprovision(self, *args: str) -> subprocess.CompletedProcess:
         return self.run(["bash", str(REPO / "provision" / "install.sh"), "--user", "alice",
