@@ -51,16 +51,18 @@ fi
 
 # bind_agent: show the caller's forwarded agent socket inside the env, for this entry only
 bind_agent() {
-	local caller=${SUDO_UID:-0} dir=${agent%/*}
 	agent_target=/run/llima-agent.$$.sock
-	check_path agent-socket "$dir"
+	check_path agent-socket "${agent%/*}"
 	[[ $agent =~ ^/[^/]+(/[^/]+)*/[A-Za-z0-9._-]+$ ]] || bad "invalid --agent-socket"
-	exec 5<"$dir"
-	nsenter -t "$pid" -m -- "$LB_LIB/agent-bind.sh" "${agent##*/}" "$agent_target" "$caller" "$uid" ||
+	python3 "$LB_LIB/agent-bind.py" "$pid" "$agent" "$agent_target" "${SUDO_UID:-0}" ||
 		bad "--agent-socket is not the caller's socket"
-	exec 5<&-
 	extra+=("SSH_AUTH_SOCK=$agent_target")
-	trap 'nsenter -t "$pid" -m -- "$LB_LIB/agent-bind.sh" --remove "$agent_target"' EXIT
+	trap unbind_agent EXIT
+}
+# shellcheck disable=SC2317 # called from the EXIT trap
+unbind_agent() {
+	nsenter -t "$pid" -m -p -- umount "$agent_target" || true
+	nsenter -t "$pid" -m -p -- rm -f "$agent_target" || true
 }
 [[ -z $agent ]] || bind_agent
 

@@ -1,0 +1,450 @@
+"""The llima-box library: what the CLI's commands do.
+
+Every function loads the configuration (unless given one), picks the backend, does its work
+and closes what it opened. Nothing here imports click, paramiko or SQLAlchemy at module level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import sys
+import typing as t
+
+from llimabox import guest, names
+from llimabox.errors import (
+    EnvNotFound,
+    GuestAuthFailed,
+    GuestNotProvisioned,
+    GuestScriptFailed,
+    GuestUnreachable,
+    HostKeyError,
+    LlimaBoxError,
+    StateError,
+)
+
+if t.TYPE_CHECKING:
+    from llimabox.backends.base import Backend
+    from llimabox.config import Config
+    from llimabox.store import Store
+
+__all__ = ["shell", "create", "list_envs", "delete", "delete_all", "status", "provision", "open_backend"]
+
+log = logging.getLogger("llimabox")
+Overrides = t.Mapping[str, object]
+_SKIP_RECORD = (2, 125)  # enter refused its arguments or failed itself: maybe no env was made
+
+
+def open_backend(
+    config: Config | None = None, overrides: Overrides | None = None, accept_host_key: bool = False
+) -> Backend:
+    """Load the configuration (``config`` wins over environment + ``overrides``) and return the backend."""
+    if config is None:
+        from llimabox.config import load_config
+
+        config = load_config(os.environ, overrides)
+    from llimabox.backends import get_backend
+
+    return get_backend(config, accept_host_key=accept_host_key)
+
+
+def _project(backend: Backend, path: str | os.PathLike[str]) -> str:
+    if backend.local_paths:
+        return names.resolve_project(path)
+    return names.normalise_project(os.path.abspath(path))
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _open_store() -> Store:
+    from llimabox import paths
+    from llimabox.store import Store
+
+    return Store(paths.db_path())
+
+
+@dataclasses.dataclass
+class _Target:
+    name: str
+    project: str
+    cwd: str | None
+    known: bool  # the state database knows this env
+    fast: bool = False  # ... and the fast index answered
+
+
+def _find_containing(identity: str, where: str) -> _Target | None:
+    """The env whose project contains ``where``: the fast index first, then the store."""
+    from llimabox import paths
+
+    try:
+        from llimabox import fastindex
+
+        try:
+            hit = fastindex.find_containing(paths.db_path(), identity, where)
+        except fastindex.FastIndexUnavailable:
+            pass
+        else:
+            return _Target(hit[0], hit[1], where, known=True, fast=True) if hit else None
+        store = _open_store()
+        try:
+            rec = store.find_containing(identity, where)
+        finally:
+            store.close()
+    except Exception as exc:  # never fail the command because of the state database
+        log.warning("state database unavailable, continuing without it: %s", exc)
+        return None
+    return _Target(rec.name, rec.project, where, known=True) if rec else None
+
+
+def _shell_target(backend: Backend, path: str | os.PathLike[str] | None) -> _Target:
+    where = _project(backend, path if path is not None else os.getcwd())
+    hit = _find_containing(backend.identity, where)
+    if hit is not None and names.NAME_RE.fullmatch(hit.name):
+        return hit
+    return _Target(names.env_name(where), where, None, known=False)
+
+
+def _record_use(backend: Backend, target: _Target, code: int) -> None:
+    """After the command: touch or insert the env's record; never raises."""
+    try:
+        if target.fast:
+            from llimabox import fastindex, paths
+
+            try:
+                fastindex.touch(paths.db_path(), target.name)
+                return
+            except fastindex.FastIndexUnavailable:
+                pass
+        if not target.known and code in _SKIP_RECORD:
+            return
+        store = _open_store()
+        try:
+            if target.known:
+                store.touch(target.name)
+            else:
+                _upsert(store, backend, target.name, target.project, None)
+        finally:
+            store.close()
+    except Exception as exc:
+        log.warning("could not record the env in the state database: %s", exc)
+
+
+def _upsert(store: Store, backend: Backend, name: str, project: str, version: int | None) -> None:
+    from llimabox.store import EnvRecord
+
+    old = store.get(name)
+    now = _now()
+    store.upsert(
+        EnvRecord(
+            name=name,
+            project=project,
+            backend=backend.kind,
+            guest=backend.identity,
+            created_at=old.created_at if old is not None else now,
+            last_used_at=now,
+            guest_version=version if version is not None else (old.guest_version if old is not None else None),
+        )
+    )
+
+
+def _try_upgrade(backend: Backend) -> bool:
+    """Install the guest side after a refusal, when llima-box may do that on its own (not on this machine)."""
+    if backend.kind == "local":
+        return False
+    try:
+        backend.provision()
+    except LlimaBoxError as exc:
+        log.warning("automatic provisioning failed: %s", exc)
+        return False
+    return True
+
+
+def shell(
+    path: str | os.PathLike[str] | None = None,
+    cmd: t.Sequence[str] = (),
+    *,
+    config: Config | None = None,
+    overrides: Overrides | None = None,
+    accept_host_key: bool = False,
+    pty: bool | None = None,
+    forward_agent: bool = False,
+    stdin: t.Any = None,
+    stdout: t.Any = None,
+    stderr: t.Any = None,
+    environ: t.Mapping[str, str] = os.environ,
+) -> int:
+    """Run ``cmd`` (default: an interactive login shell) in the env of ``path``; return its exit status.
+
+    ``path`` defaults to the working directory; when it lies inside the project of an existing
+    env, that env is used and the command starts there. The env is made on first use (one round
+    trip: the guest's ``enter`` creates it).
+
+    :param pty: force a pseudo-terminal on (True) or off (False); default: when stdin and stdout are terminals.
+    :param stdin: binary streams; ``None`` means this process's own.
+    :raises LlimaBoxError: llima-box itself failed (the CLI exits 125).
+    """
+    backend = open_backend(config, overrides, accept_host_key)
+    try:
+        target = _shell_target(backend, path)
+        env = {k: v for k, v in environ.items() if guest.ENV_VARS.match(k)}
+        if pty is None:
+            pty = _isatty(stdin, sys.stdin) and _isatty(stdout, sys.stdout)
+        kwargs: dict[str, t.Any] = dict(
+            cwd=target.cwd, env=env, pty=pty, forward_agent=forward_agent, stdin=stdin, stdout=stdout, stderr=stderr
+        )
+        try:
+            code = backend.enter(target.name, target.project, list(cmd), **kwargs)
+        except GuestNotProvisioned:
+            if not _try_upgrade(backend):
+                raise
+            code = backend.enter(target.name, target.project, list(cmd), **kwargs)
+        _record_use(backend, target, code)
+        return code
+    finally:
+        backend.close()
+
+
+def _isatty(f: t.Any, default: t.Any) -> bool:
+    f = f if f is not None else default
+    try:
+        return f is not None and os.isatty(f.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _ensure_current(backend: Backend) -> int | None:
+    """Make sure the guest side is installed and not older than ours; provision when allowed."""
+    try:
+        version = backend.guest_version()
+    except GuestNotProvisioned:
+        if backend.kind == "local":
+            raise
+        version = None
+    if version is not None and version >= guest.packaged_version():
+        return version
+    if backend.kind == "local" and version is None:
+        raise GuestNotProvisioned(f"the llima-box guest side is not installed; run: sudo {backend.provision_hint}")
+    backend.provision()
+    return backend.guest_version()
+
+
+def create(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    config: Config | None = None,
+    overrides: Overrides | None = None,
+    accept_host_key: bool = False,
+) -> str:
+    """Create the env of ``path`` (default: the working directory) and return its name.
+
+    Creating an env that exists already succeeds.
+    """
+    backend = open_backend(config, overrides, accept_host_key)
+    try:
+        project = _project(backend, path if path is not None else os.getcwd())
+        name = names.env_name(project)
+        version = _ensure_current(backend)
+        backend.check_verb("create", name, project)
+        store = _open_store()
+        try:
+            _upsert(store, backend, name, project, version)
+        finally:
+            store.close()
+        return name
+    finally:
+        backend.close()
+
+
+def _iso(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        return value.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+def _reconcile(backend: Backend, live: list[guest.GuestEnv], records: t.Sequence[t.Any]) -> list[dict[str, t.Any]]:
+    by_name = {rec.name: rec for rec in records}
+    in_guest = {env.name: env for env in live}
+    rows = []
+    for name in sorted(set(by_name) | set(in_guest)):
+        rec, env = by_name.get(name), in_guest.get(name)
+        if rec is not None and env is not None:
+            state = "running" if env.alive else "stopped"
+        elif rec is not None:
+            state = "missing-in-guest"
+        else:
+            state = "unknown-to-database"
+        rows.append(
+            {
+                "name": name,
+                "project": env.project if env is not None else rec.project,
+                "status": state,
+                "backend": backend.kind,
+                "guest": backend.identity,
+                "created_at": _iso(rec.created_at) if rec is not None else (env.created if env else None),
+                "last_used_at": _iso(rec.last_used_at) if rec is not None else None,
+            }
+        )
+    return rows
+
+
+def list_envs(
+    *, config: Config | None = None, overrides: Overrides | None = None, accept_host_key: bool = False
+) -> list[dict[str, t.Any]]:
+    """List the envs of the configured guest, reconciling the guest's view with the state database.
+
+    Each row: ``name``, ``project``, ``status`` (``running``, ``stopped``, ``missing-in-guest`` or
+    ``unknown-to-database``), ``backend``, ``guest``, ``created_at``, ``last_used_at``.
+    """
+    backend = open_backend(config, overrides, accept_host_key)
+    try:
+        live = guest.parse_list(backend.check_verb("list"))
+        store = _open_store()
+        try:
+            records = list(store.all(guest=backend.identity))
+        finally:
+            store.close()
+        return _reconcile(backend, live, records)
+    finally:
+        backend.close()
+
+
+def _delete_target(backend: Backend, store: Store, target: str | None) -> str:
+    if target is not None and names.NAME_RE.fullmatch(target) and not os.path.exists(target):
+        return target
+    where = _project(backend, target if target is not None else os.getcwd())
+    rec = store.find_by_project(backend.identity, where)
+    if rec is None and target is None:
+        rec = store.find_containing(backend.identity, where)
+    return rec.name if rec is not None else names.env_name(where)
+
+
+def delete(
+    target: str | None = None,
+    *,
+    config: Config | None = None,
+    overrides: Overrides | None = None,
+    accept_host_key: bool = False,
+) -> str:
+    """Delete an env given by NAME or project PATH (default: the env containing the working directory).
+
+    The project itself is never touched. Returns the deleted env's name.
+
+    :raises EnvNotFound: neither the guest nor the state database knows it.
+    """
+    backend = open_backend(config, overrides, accept_host_key)
+    store = _open_store()
+    try:
+        name = _delete_target(backend, store, target)
+        if store.get(name) is None:
+            live = guest.parse_list(backend.check_verb("list"))
+            if name not in {env.name for env in live}:
+                raise EnvNotFound(f"no env {target or name!r} on {backend.identity}")
+        backend.check_verb("delete", name)
+        store.delete(name)
+        return name
+    finally:
+        store.close()
+        backend.close()
+
+
+def delete_all(
+    *, config: Config | None = None, overrides: Overrides | None = None, accept_host_key: bool = False
+) -> list[str]:
+    """Delete every env of the configured guest (those it has and those the database remembers).
+
+    :raises GuestScriptFailed: some could not be deleted (the others are).
+    """
+    backend = open_backend(config, overrides, accept_host_key)
+    store = _open_store()
+    try:
+        live = guest.parse_list(backend.check_verb("list"))
+        todo = sorted({env.name for env in live} | {rec.name for rec in store.all(guest=backend.identity)})
+        done, failed = [], []
+        for name in todo:
+            try:
+                backend.check_verb("delete", name)
+                done.append(name)
+            except LlimaBoxError as exc:
+                failed.append(f"{name}: {exc}")
+        store.delete_many(done)
+        if failed:
+            raise GuestScriptFailed(f"{len(failed)} env(s) not deleted: " + "; ".join(failed))
+        return done
+    finally:
+        store.close()
+        backend.close()
+
+
+def status(
+    *, config: Config | None = None, overrides: Overrides | None = None, accept_host_key: bool = False
+) -> dict[str, t.Any]:
+    """Report the backend, whether the guest is reachable and up to date, and the state database."""
+    from llimabox import __version__, paths
+
+    backend = open_backend(config, overrides, accept_host_key)
+    info: dict[str, t.Any] = {
+        "version": __version__,
+        "backend": backend.kind,
+        "guest": backend.identity,
+        "packaged_guest_version": guest.packaged_version(),
+        "guest_version": None,
+        "reachable": False,
+        "provisioned": False,
+        "up_to_date": False,
+        "error": None,
+        "state_dir": str(paths.state_dir()),
+        "database": str(paths.db_path()),
+        "schema_revision": None,
+        "envs": None,
+    }
+    try:
+        version = backend.guest_version()
+        info.update(reachable=True, guest_version=version, provisioned=version is not None)
+        info["up_to_date"] = version is not None and version >= info["packaged_guest_version"]
+    except (HostKeyError, GuestAuthFailed):
+        raise  # the user must act on these: never a line in a report
+    except GuestNotProvisioned as exc:
+        info.update(reachable=True, error=str(exc))
+    except (GuestUnreachable, LlimaBoxError) as exc:
+        info["error"] = str(exc)
+    finally:
+        backend.close()
+    try:
+        store = _open_store()
+        try:
+            info["schema_revision"] = store.schema_revision()
+            info["envs"] = len(list(store.all(guest=backend.identity)))
+        finally:
+            store.close()
+    except StateError as exc:
+        info["error"] = info["error"] or str(exc)
+    return info
+
+
+def provision(
+    *,
+    user: str | None = None,
+    roots: str | None = None,
+    config: Config | None = None,
+    overrides: Overrides | None = None,
+    accept_host_key: bool = False,
+) -> str:
+    """Install or upgrade the guest side (scripts, sudoers rule, settings); return its summary line.
+
+    :param user: the guest login user allowed to run the guest verbs (default: who we log in as).
+    :param roots: ``:``-separated directories projects may live under (default: the guest's current
+        setting, else ``/home``).
+    """
+    backend = open_backend(config, overrides, accept_host_key)
+    try:
+        return backend.provision(user=user, roots=roots)
+    finally:
+        backend.close()

@@ -1,0 +1,68 @@
+"""Backends: where the guest is and how to reach it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import typing as t
+
+from llimabox.backends.base import Backend
+from llimabox.errors import InvalidInput
+
+if t.TYPE_CHECKING:
+    from llimabox.config import Config
+
+__all__ = ["Backend", "get_backend", "choose_kind"]
+
+
+def choose_kind(config: Config) -> str:
+    """Which backend a config means: explicit, else ssh when a host is set, else lima/local by what is here."""
+    if config.backend:
+        return str(config.backend)
+    if config.host:
+        return "ssh"
+    if shutil.which("limactl"):
+        return "lima"
+    if sys.platform.startswith("linux"):
+        return "local"
+    raise InvalidInput("no backend available here: install Lima, or use --backend ssh --host user@host")
+
+
+def get_backend(config: Config, accept_host_key: bool = False) -> Backend:
+    """Return the backend a config asks for (nothing is connected yet).
+
+    :raises InvalidInput: unknown backend, or missing settings for it.
+    """
+    kind = choose_kind(config)
+    if kind == "lima":
+        raise InvalidInput("lima backend: coming soon (use --backend local or --backend ssh for now)")
+    if kind == "local":
+        from llimabox.backends.local import LocalBackend
+
+        return LocalBackend(sudo=bool(getattr(config, "sudo", True)))
+    if kind == "ssh":
+        return _ssh_backend(config, accept_host_key)
+    raise InvalidInput(f"unknown backend {kind!r} (want lima, local or ssh)")
+
+
+def _ssh_backend(config: Config, accept_host_key: bool) -> Backend:
+    from llimabox.backends.ssh import SSHBackend
+    from llimabox.transport import SSHTarget, parse_host
+
+    if not config.host:
+        raise InvalidInput("the ssh backend needs a host: --host user@host[:port]")
+    import getpass
+
+    user, host, port = parse_host(str(config.host), default_user=getpass.getuser())
+    identity = os.path.expanduser(str(config.identity)) if config.identity else None
+    target = SSHTarget(
+        host=host,
+        port=port,
+        user=user,
+        key_filename=identity,
+        known_hosts=os.path.expanduser(str(config.known_hosts)),
+        accept_new=accept_host_key,
+        connect_timeout=float(config.connect_timeout),
+    )
+    return SSHBackend(target, sudo=bool(getattr(config, "sudo", True)))

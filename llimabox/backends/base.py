@@ -1,0 +1,80 @@
+"""What every backend (where the guest is, and how to reach it) provides."""
+
+from __future__ import annotations
+
+import abc
+import typing as t
+
+from llimabox import guest
+from llimabox.errors import GuestScriptFailed
+
+__all__ = ["Backend", "one_line"]
+
+
+def one_line(stderr: bytes, default: str) -> str:
+    """The last non-empty line of a verb's stderr, or ``default``."""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else default
+
+
+class Backend(abc.ABC):
+    """A guest reachable by some means.
+
+    :ivar kind: ``"local"`` or ``"ssh"`` (what the state database records as backend).
+    :ivar identity: which guest this is, e.g. ``"local"`` or ``"ssh:alice@127.0.0.1:2222"``.
+    :ivar local_paths: whether project paths are checked on this machine (same file system).
+    """
+
+    kind: str = ""
+    identity: str = ""
+    local_paths: bool = True
+    #: The fix shown when the guest side is missing.
+    provision_hint: str = "llima-box provision"
+
+    @abc.abstractmethod
+    def run_verb(self, verb: str, *args: str) -> tuple[int, bytes, bytes]:
+        """Run a management verb and return ``(exit status, stdout, stderr)``."""
+
+    @abc.abstractmethod
+    def enter(
+        self,
+        name: str,
+        project: str,
+        cmd: t.Sequence[str] = (),
+        cwd: str | None = None,
+        env: t.Mapping[str, str] | None = None,
+        pty: bool = False,
+        forward_agent: bool = False,
+        stdin: t.Any = None,
+        stdout: t.Any = None,
+        stderr: t.Any = None,
+    ) -> int:
+        """Run ``cmd`` (default: a login shell) in the env, creating it on demand; return its status.
+
+        :raises GuestNotProvisioned: the guest scripts are missing or sudo refuses them.
+        """
+
+    @abc.abstractmethod
+    def provision(self, user: str | None = None, roots: str | None = None) -> str:
+        """Install or upgrade the guest side; return its last line of output."""
+
+    def guest_version(self) -> int | None:
+        """The guest-scripts version installed in the guest, ``None`` when not installed/runnable."""
+        code, out, err = self.run_verb("version")
+        if code != 0:
+            return None
+        return guest.parse_version(out)
+
+    def close(self) -> None:
+        """Release connections (safe to call twice)."""
+
+    def check_verb(self, verb: str, *args: str) -> bytes:
+        """Run a verb, return stdout; raise on a non-zero exit (2 → InvalidInput)."""
+        from llimabox.errors import InvalidInput
+
+        code, out, err = self.run_verb(verb, *args)
+        if code == 2:
+            raise InvalidInput(one_line(err, f"guest {verb}: bad argument"))
+        if code != 0:
+            raise GuestScriptFailed(one_line(err, f"guest {verb} failed with exit status {code}"))
+        return out

@@ -1,0 +1,132 @@
+"""The ``local`` backend: this Linux machine is the guest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import typing as t
+
+from llimabox import guest
+from llimabox.backends.base import Backend, one_line
+from llimabox.errors import GuestNotProvisioned, GuestScriptFailed
+
+__all__ = ["LocalBackend"]
+
+_FIX = "sudo llima-box provision --backend local"
+
+
+class LocalBackend(Backend):
+    """Runs the guest scripts on this machine, through ``sudo -n`` unless we are root."""
+
+    kind = "local"
+    identity = "local"
+    local_paths = True
+    provision_hint = _FIX
+
+    def __init__(self, sudo: bool = True) -> None:
+        self.sudo = sudo and os.geteuid() != 0
+
+    def _check_installed(self, verb: str) -> None:
+        if not os.access(f"{guest.GUEST_PREFIX}/{verb}", os.X_OK):
+            raise GuestNotProvisioned(f"the llima-box guest scripts are not installed here; run: {_FIX}")
+
+    def _refused(self, code: int, err: bytes) -> GuestNotProvisioned | None:
+        if guest.is_sudo_refusal(code, err):
+            return GuestNotProvisioned(f"sudo refuses the llima-box guest scripts ({one_line(err, '')}); run: {_FIX}")
+        return None
+
+    def run_verb(self, verb: str, *args: str) -> tuple[int, bytes, bytes]:
+        self._check_installed(verb)
+        argv = guest.verb_argv(verb, *args, sudo=self.sudo)
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        refused = self._refused(proc.returncode, proc.stderr)
+        if refused is not None:
+            raise refused
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def enter(
+        self,
+        name: str,
+        project: str,
+        cmd: t.Sequence[str] = (),
+        cwd: str | None = None,
+        env: t.Mapping[str, str] | None = None,
+        pty: bool = False,
+        forward_agent: bool = False,
+        stdin: t.Any = None,
+        stdout: t.Any = None,
+        stderr: t.Any = None,
+    ) -> int:
+        """Run the env's command with our own file descriptors (no copying); ``pty`` is not needed here."""
+        self._check_installed("enter")
+        agent = os.environ.get("SSH_AUTH_SOCK") if forward_agent else None
+        argv = guest.enter_argv(name, project, cmd, cwd=cwd, env=env, agent_socket=agent, sudo=self.sudo)
+        old = signal.signal(signal.SIGINT, _ignore) if _main_thread() else None
+        try:
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr)
+            code = proc.wait()
+        except OSError as exc:
+            raise GuestNotProvisioned(f"cannot run {argv[0]}: {exc.strerror}; run: {_FIX}") from exc
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+        if code < 0:
+            return 128 - code
+        if code == 1 and self.sudo and not self._sudo_allows("enter"):
+            raise GuestNotProvisioned(f"sudo does not allow the llima-box guest scripts; run: {_FIX}")
+        return code
+
+    def _sudo_allows(self, verb: str) -> bool:
+        proc = subprocess.run(
+            ["sudo", "-n", "-l", f"{guest.GUEST_PREFIX}/{verb}"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+        )
+        return proc.returncode == 0
+
+    def provision(self, user: str | None = None, roots: str | None = None) -> str:
+        conf = _read_conf()
+        user = user or _default_user() or conf.get("USER") or None
+        roots = roots or conf.get("ROOTS") or "/home"
+        src = guest.data_dir("provision")
+        argv = ["bash", str(src / "install.sh"), "--roots", roots]
+        if user:
+            argv += ["--user", user]
+        if os.geteuid() != 0:
+            argv = ["sudo", "-n", *argv]
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        if proc.returncode != 0:
+            if os.geteuid() != 0 and proc.stderr.startswith(b"sudo:"):
+                raise GuestNotProvisioned(f"provisioning needs root; run: {_FIX}")
+            raise GuestScriptFailed(one_line(proc.stderr, f"provisioning failed (exit {proc.returncode})"))
+        return one_line(proc.stdout, "provisioned")
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """Ctrl-C goes to the env's command (same process group); we wait for it."""
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _default_user() -> str | None:
+    if os.geteuid() == 0:
+        sudo_user = os.environ.get("SUDO_USER")
+        return sudo_user if sudo_user and sudo_user != "root" else None
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def _read_conf(path: str = "/etc/llima-box/guest.conf") -> dict[str, str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    return dict(line.split("=", 1) for line in lines if "=" in line)

@@ -1,0 +1,32 @@
+"""Shared pieces of the command modules: the global options object and output helpers."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+import click
+
+__all__ = ["Globals", "pass_globals", "CONTEXT_SETTINGS"]
+
+CONTEXT_SETTINGS: dict[str, t.Any] = {"help_option_names": ["-h", "--help"]}
+
+
+@dataclasses.dataclass
+class Globals:
+    """What the group's options say, handed to every command."""
+
+    backend: str | None = None
+    host: str | None = None
+    identity: str | None = None
+    accept_host_key: bool = False
+    debug: bool = False
+    command: str | None = None
+
+    def api_kwargs(self) -> dict[str, t.Any]:
+        """Keyword arguments every api function takes."""
+        overrides = {k: v for k, v in (("backend", self.backend), ("host", self.host), ("identity", self.identity)) if v}
+        return {"overrides": overrides, "accept_host_key": self.accept_host_key}
+
+
+pass_globals = click.make_pass_decorator(Globals, ensure=True)

@@ -1,0 +1,114 @@
+"""Env management: ``create``, ``list``, ``delete``, ``delete-all``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import typing as t
+
+import click
+
+from llimabox.cli._common import CONTEXT_SETTINGS, Globals, pass_globals
+
+__all__ = ["create", "list_envs", "delete", "delete_all"]
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("path", required=False)
+@pass_globals
+def create(g: Globals, path: str | None) -> None:
+    """Create the env of PATH (default: the current directory) and print its name.
+
+    Creating an env that exists already succeeds.
+
+    \b
+    Example:
+        llima-box create ~/src/app
+    """
+    from llimabox import api
+
+    click.echo(api.create(path, **g.api_kwargs()))
+
+
+_COLUMNS = ("name", "status", "project", "last_used_at")
+
+
+@click.command(name="list", context_settings=CONTEXT_SETTINGS)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of objects.")
+@pass_globals
+def list_envs(g: Globals, as_json: bool) -> None:
+    """List the envs of the guest with their status.
+
+    Status is running, stopped, missing-in-guest or unknown-to-database.
+
+    \b
+    Example:
+        llima-box list --json
+    """
+    from llimabox import api
+
+    rows = api.list_envs(**g.api_kwargs())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _table(rows)
+
+
+def _table(rows: list[dict[str, t.Any]]) -> None:
+    if not rows:
+        click.echo("no envs", err=True)
+        return
+    cells = [[h.upper() for h in _COLUMNS]] + [[str(r.get(c) or "-") for c in _COLUMNS] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(_COLUMNS))]
+    for row in cells:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Ask on a terminal; without one and without --yes, refuse (exit 2)."""
+    if yes:
+        return
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise click.UsageError("not a terminal: pass --yes to confirm")
+    if not click.confirm(question, default=False):
+        raise click.Abort()
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("target", metavar="[PATH|NAME]", required=False)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_globals
+def delete(g: Globals, target: str | None, yes: bool) -> None:
+    """Delete the env of PATH or NAME (default: the env of the current directory).
+
+    The env's user, home and processes go; the project is never touched. On a terminal you are
+    asked first unless --yes is given.
+
+    \b
+    Example:
+        llima-box delete ~/src/app --yes
+    """
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        _confirm(f"Delete the env of {target or 'the current directory'}?", yes)
+    from llimabox import api
+
+    click.echo(api.delete(target, **g.api_kwargs()))
+
+
+@click.command(name="delete-all", context_settings=CONTEXT_SETTINGS)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_globals
+def delete_all(g: Globals, yes: bool) -> None:
+    """Delete every env of the guest (projects are never touched).
+
+    Asks on a terminal; without a terminal, --yes is required (else exit 2).
+
+    \b
+    Example:
+        llima-box delete-all --yes
+    """
+    _confirm("Delete every env of this guest?", yes)
+    from llimabox import api
+
+    for name in api.delete_all(**g.api_kwargs()):
+        click.echo(name)

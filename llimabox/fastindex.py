@@ -1,0 +1,59 @@
+"""The hot path's read of the state database, with stdlib sqlite3 (no SQLAlchemy import).
+
+Answers only when the file exists and its schema is exactly ``HEAD_REVISION``; otherwise it
+raises FastIndexUnavailable and the caller uses the Store, which migrates.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sqlite3
+
+__all__ = ["HEAD_REVISION", "FastIndexUnavailable", "find_containing", "touch"]
+
+HEAD_REVISION = "0001"
+
+
+class FastIndexUnavailable(Exception):
+    """The fast index cannot answer; use the Store."""
+
+
+def _connect(db: os.PathLike[str] | str) -> sqlite3.Connection:
+    if not os.path.exists(db):
+        raise FastIndexUnavailable(f"{db} does not exist")
+    try:
+        conn = sqlite3.connect(f"file:{os.fspath(db)}?mode=rw", uri=True, timeout=3)
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error as e:
+        raise FastIndexUnavailable(str(e)) from None
+    if row is None or row[0] != HEAD_REVISION:
+        conn.close()
+        raise FastIndexUnavailable("schema is not at the head revision")
+    return conn
+
+
+def find_containing(db: os.PathLike[str] | str, guest: str, path: str) -> tuple[str, str] | None:
+    """(name, project) of the env of ``guest`` whose project is ``path`` or one of its parents."""
+    conn = _connect(db)
+    try:
+        rows = conn.execute("SELECT name, project FROM envs WHERE guest = ?", (guest,)).fetchall()
+    except sqlite3.Error as e:
+        raise FastIndexUnavailable(str(e)) from None
+    finally:
+        conn.close()
+    hits = [(n, p) for n, p in rows if path == p or path.startswith(p.rstrip("/") + "/")]
+    return max(hits, key=lambda hit: len(hit[1])) if hits else None
+
+
+def touch(db: os.PathLike[str] | str, name: str) -> None:
+    """Record that env ``name`` was used now."""
+    conn = _connect(db)
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    try:
+        with conn:
+            conn.execute("UPDATE envs SET last_used_at = ? WHERE name = ?", (now, name))
+    except sqlite3.Error as e:
+        raise FastIndexUnavailable(str(e)) from None
+    finally:
+        conn.close()

@@ -1,0 +1,39 @@
+"""Configuration precedence and errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from llimabox.config import Config, load_config
+from llimabox.errors import InvalidInput
+
+
+def test_defaults_file_env_flags(tmp_path):
+    env = {"LLIMA_BOX_HOME": str(tmp_path)}
+    assert load_config(env) == Config()
+    (tmp_path / "config.toml").write_text('backend = "ssh"\nhost = "a@b"\nforward_agent = true\n')
+    assert load_config(env).host == "a@b"
+    env["LLIMA_BOX_HOST"] = "c@d"
+    env["LLIMA_BOX_FORWARD_AGENT"] = "no"
+    cfg = load_config(env, {"host": None, "connect_timeout": 3})
+    assert (cfg.backend, cfg.host, cfg.forward_agent, cfg.connect_timeout) == ("ssh", "c@d", False, 3.0)
+    assert load_config(env, {"host": "e@f"}).host == "e@f"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("nope = 1\n", "unknown key 'nope'"),
+    ("forward_agent = 'maybe'\n", "forward_agent must be a bool"),
+    ("backend = \n", "config.toml"),
+])
+def test_bad_file(tmp_path, text, message):
+    (tmp_path / "config.toml").write_text(text)
+    with pytest.raises(InvalidInput, match=message):
+        load_config({"LLIMA_BOX_HOME": str(tmp_path)})
+
+
+def test_xdg_locations(tmp_path):
+    from llimabox import paths
+
+    env = {"XDG_STATE_HOME": "/s", "XDG_CONFIG_HOME": "/c"}
+    assert str(paths.db_path(env)) == "/s/llima-box/state.db"
+    assert str(paths.config_path(env)) == "/c/llima-box/config.toml"

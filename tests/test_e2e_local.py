@@ -1,0 +1,63 @@
+"""End to end: the local backend inside the guest, running the installed ``llima-box`` as alice."""
+
+from __future__ import annotations
+
+import json
+import typing as t
+
+import pytest
+
+
+def _run(guest: t.Any, *args: str, input: bytes | None = None) -> t.Any:
+    kwargs = {"input": input} if input is not None else {}
+    return guest.run(["llima-box", "--backend", "local", *args], user="alice", **kwargs)
+
+
+def _out(r: t.Any) -> bytes:
+    out = r.stdout
+    return out if isinstance(out, bytes) else out.encode()
+
+
+@pytest.fixture(scope="module")
+def project(guest: t.Any) -> str:
+    guest.install_cli()
+    return str(guest.make_project("alice", "e2e-local"))
+
+
+def test_create_shell_list_delete(guest: t.Any, project: str) -> None:
+    r = _run(guest, "create", project)
+    assert r.returncode == 0, r.stderr
+    name = _out(r).decode().strip()
+    rows = json.loads(_out(_run(guest, "list", "--json")))
+    assert [(row["name"], row["status"]) for row in rows if row["project"] == project] == [(name, "running")]
+    r = _run(guest, "shell", project, "--", "printf", "<%s>", "a b", "$(id)", "x\ny")
+    assert (r.returncode, _out(r)) == (0, b"<a b><$(id)><x\ny>")
+    assert _run(guest, "delete", name, "--yes").returncode == 0
+    assert all(row["name"] != name for row in json.loads(_out(_run(guest, "list", "--json"))))
+
+
+@pytest.mark.parametrize("code", [0, 1, 42])
+def test_exit_codes(guest: t.Any, project: str, code: int) -> None:
+    assert _run(guest, "shell", project, "--", "sh", "-c", f"exit {code}").returncode == code
+
+
+def test_126_127_and_stdin(guest: t.Any, project: str) -> None:
+    assert _run(guest, "shell", project, "--", "no-such-command-xyz").returncode == 127
+    assert _run(guest, "shell", project, "--", "/etc/passwd").returncode == 126
+    r = _run(guest, "shell", project, "--", "cat", input=b"hi\n")
+    assert (r.returncode, _out(r)) == (0, b"hi\n")
+
+
+def test_bad_project_is_125(guest: t.Any) -> None:
+    r = _run(guest, "shell", "/nonexistent", "--", "true")
+    assert r.returncode == 125
+    err = r.stderr if isinstance(r.stderr, bytes) else r.stderr.encode()
+    assert err.startswith(b"Error: ") and len(err.splitlines()) == 1
+
+
+def test_delete_all(guest: t.Any) -> None:
+    p = str(guest.make_project("alice", "e2e-local-2"))
+    assert _run(guest, "create", p).returncode == 0
+    assert _run(guest, "delete-all").returncode == 2
+    assert _run(guest, "delete-all", "--yes").returncode == 0
+    assert json.loads(_out(_run(guest, "list", "--json"))) == []

@@ -1,0 +1,176 @@
+"""End to end: this machine → the guest's sshd with the ssh backend (needs the ``guest`` fixture)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+
+import pexpect
+
+
+class LB:
+    """Runs ``python -m llimabox`` against the guest with its own state dir."""
+
+    def __init__(self, guest: t.Any, home: Path) -> None:
+        self.guest = guest
+        self.env = {**os.environ, "LLIMA_BOX_HOME": str(home), "LLIMA_BOX_KNOWN_HOSTS": str(home / "known_hosts")}
+        self.env.pop("SSH_AUTH_SOCK", None)
+        self.base = [
+            sys.executable, "-m", "llimabox", "--backend", "ssh",
+            "--host", f"{guest.user}@127.0.0.1:{guest.port}", "--identity", str(guest.key),
+        ]  # fmt: skip
+
+    def __call__(self, *args: str, input: bytes | None = b"", env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*self.base, *args], input=input, capture_output=True, env=env or self.env, timeout=120, check=False
+        )
+
+    def spawn(self, *args: str, **kw: t.Any) -> t.Any:
+        return pexpect.spawn(self.base[0], [*self.base[1:], *args], env=self.env, timeout=20, **kw)
+
+
+@pytest.fixture(scope="module")
+def lb(guest: t.Any, tmp_path_factory: pytest.TempPathFactory) -> LB:
+    runner = LB(guest, tmp_path_factory.mktemp("lbhome"))
+    first = runner("--accept-host-key", "status", "--json")
+    assert first.returncode == 0, first.stderr
+    return runner
+
+
+@pytest.fixture(scope="module")
+def project(guest: t.Any) -> str:
+    return str(guest.make_project("alice", "e2e-ssh"))
+
+
+def test_unknown_host_key_refused_without_flag(guest: t.Any, tmp_path: Path) -> None:
+    fresh = LB(guest, tmp_path / "h")
+    r = fresh("status")
+    assert r.returncode == 1
+    assert b"--accept-host-key" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_changed_host_key_refused(lb: LB, guest: t.Any, tmp_path: Path) -> None:
+    home = tmp_path / "h2"
+    home.mkdir()
+    other = tmp_path / "k"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    pub = other.with_suffix(".pub").read_text().split()
+    (home / "known_hosts").write_text(f"[127.0.0.1]:{guest.port} {pub[0]} {pub[1]}\n")
+    r = LB(guest, home)("--accept-host-key", "status")
+    assert r.returncode == 1
+    assert b"HAS CHANGED" in r.stderr
+
+
+def test_create_list_delete(lb: LB, project: str) -> None:
+    r = lb("create", project)
+    assert r.returncode == 0, r.stderr
+    name = r.stdout.decode().strip()
+    rows = json.loads(lb("list", "--json").stdout)
+    assert any(row["name"] == name and row["project"] == project for row in rows)
+    assert lb("delete", name, "--yes").returncode == 0
+    assert all(row["name"] != name for row in json.loads(lb("list", "--json").stdout))
+
+
+@pytest.mark.parametrize("code", [0, 1, 42])
+def test_exit_codes(lb: LB, project: str, code: int) -> None:
+    assert lb("shell", project, "--", "sh", "-c", f"exit {code}").returncode == code
+
+
+def test_126_127(lb: LB, project: str) -> None:
+    assert lb("shell", project, "--", "no-such-command-xyz").returncode == 127
+    assert lb("shell", project, "--", "/etc/passwd").returncode == 126
+
+
+def test_argv_intact(lb: LB, project: str) -> None:
+    args = ["a b", "'q\"", "$(id)", "`id`", "x\ny", "*", "--", ""]
+    r = lb("shell", project, "--", "printf", "<%s>", *args)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == "".join(f"<{a}>" for a in args)
+
+
+def test_stdin_piping_and_streams_apart(lb: LB, project: str) -> None:
+    r = lb("shell", project, "--", "cat", input=b"hi\n")
+    assert (r.returncode, r.stdout) == (0, b"hi\n")
+    r = lb("shell", project, "--", "sh", "-c", "echo out; echo err >&2")
+    assert (r.stdout, r.stderr) == (b"out\n", b"err\n")
+
+
+def test_large_output_intact(lb: LB, project: str) -> None:
+    r = lb("shell", project, "--", "sh", "-c", "head -c 10000000 /dev/zero | tr '\\0' x; echo done >&2")
+    assert r.returncode == 0 and len(r.stdout) == 10_000_000 and r.stderr == b"done\n"
+    data = os.urandom(10_000_000)
+    r = lb("shell", project, "--", "sha256sum", input=data)
+    assert r.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
+def test_interactive_shell(lb: LB, project: str) -> None:
+    p = lb.spawn("shell", project, dimensions=(30, 100))
+    p.expect(r"\$ ")  # the first prompt: input typed before it may be lost in sudo's pty relay
+    p.sendline("PS1='PR''OMPT> '")
+    p.expect("PROMPT> ")
+    p.sendline("pwd")
+    p.expect(project)
+    p.expect("PROMPT> ")
+    p.sendline("stty size")
+    p.expect("30 100")
+    p.setwinsize(40, 120)
+    time.sleep(0.3)
+    p.sendline("stty size")
+    p.expect("40 120")
+    p.expect("PROMPT> ")
+    p.sendline("sleep 100")
+    time.sleep(0.5)
+    p.sendcontrol("c")
+    p.expect("PROMPT> ", timeout=5)
+    p.sendline("exit 3")
+    p.expect(pexpect.EOF)
+    p.close()
+    assert p.exitstatus == 3
+
+
+def test_agent_forwarding(lb: LB, project: str, tmp_path: Path) -> None:
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if sock.exists():
+                break
+            time.sleep(0.1)
+        key = tmp_path / "fwd"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fwd-test", "-f", str(key)], check=True)
+        env = {**lb.env, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", str(key)], env=env, check=True, capture_output=True)
+        r = lb("shell", "-A", project, "--", "ssh-add", "-l", env=env)
+        assert r.returncode == 0, r.stderr
+        assert b"fwd-test" in r.stdout
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
+def test_delete_all(lb: LB, guest: t.Any) -> None:
+    p1, p2 = str(guest.make_project("alice", "da1")), str(guest.make_project("alice", "da2"))
+    assert lb("create", p1).returncode == 0 and lb("create", p2).returncode == 0
+    assert lb("delete-all").returncode == 2  # no terminal, no --yes
+    r = lb("delete-all", "--yes")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(lb("list", "--json").stdout) == []
+
+
+def test_unreachable_is_125(tmp_path: Path) -> None:
+    env = {**os.environ, "LLIMA_BOX_HOME": str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, "-m", "llimabox", "--backend", "ssh", "--host", "alice@127.0.0.1:1", "shell", "/x", "--", "true"],
+        capture_output=True, env=env, check=False,
+    )  # fmt: skip
+    assert r.returncode == 125
+    assert r.stderr.startswith(b"Error: ") and len(r.stderr.splitlines()) == 1
+

@@ -1,0 +1,98 @@
+"""The state database, on real SQLite files."""
+
+from __future__ import annotations
+
+import datetime
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from llimabox import fastindex
+from llimabox.errors import StateError
+from llimabox.store import EnvRecord, Store
+
+NOW = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.timezone.utc)
+
+
+def rec(name: str, project: str, guest: str = "local") -> EnvRecord:
+    return EnvRecord(name, project, "local", guest, NOW, None, 1)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "state" / "state.db")
+    yield s
+    s.close()
+
+
+def test_crud_and_containing(store):
+    store.upsert(rec("lb-b", "/a/b"))
+    store.upsert(rec("lb-bc", "/a/b/c"))
+    store.upsert(rec("lb-x", "/a/b", guest="ssh:x"))
+    assert [r.name for r in store.all("local")] == ["lb-b", "lb-bc"]
+    assert store.find_containing("local", "/a/b/c/d").name == "lb-bc"
+    assert store.find_containing("local", "/a/b/x").name == "lb-b"
+    assert store.find_containing("local", "/a/bc") is None
+    assert store.find_by_project("ssh:x", "/a/b").name == "lb-x"
+    store.touch("lb-b", NOW)
+    assert store.get("lb-b").last_used_at == NOW
+    assert store.delete("lb-b") and not store.delete("lb-b")
+    store.delete_many(["lb-bc", "lb-x"])
+    assert store.all() == []
+    assert (store.path.parent.stat().st_mode & 0o777) == 0o700
+
+
+def test_fastindex_agrees_with_store(store):
+    with pytest.raises(fastindex.FastIndexUnavailable):
+        fastindex.find_containing(store.path, "local", "/a")
+    assert not store.path.exists()
+    store.upsert(rec("lb-b", "/a/b"))
+    assert fastindex.find_containing(store.path, "local", "/a/b/c") == ("lb-b", "/a/b")
+    assert fastindex.find_containing(store.path, "local", "/a/bc") is None
+    fastindex.touch(store.path, "lb-b")
+    assert store.get("lb-b").last_used_at > NOW
+    assert store.schema_revision() == fastindex.HEAD_REVISION
+
+
+def test_corrupt_file_is_reported_and_kept(tmp_path):
+    path = tmp_path / "state.db"
+    path.write_bytes(b"not sqlite" * 500)
+    with pytest.raises(StateError, match="not a llima-box database"):
+        Store(path).all()
+    assert path.read_bytes() == b"not sqlite" * 500
+
+
+def test_newer_schema_is_refused_and_kept(store):
+    store.upsert(rec("lb-b", "/a/b"))
+    store.close()
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999zz'")
+    before = store.path.read_bytes()
+    with pytest.raises(StateError, match="newer llima-box"):
+        Store(store.path).all()
+    assert store.path.read_bytes() == before
+
+
+def test_locked_database_fails_clearly(store):
+    store.upsert(rec("lb-b", "/a/b"))
+    store.close()
+    conn = sqlite3.connect(store.path)
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StateError, match="locked by another llima-box"):
+            Store(store.path).upsert(rec("lb-c", "/a/c"))
+    finally:
+        conn.close()
+
+
+def test_unusable_state_dir(tmp_path):
+    (tmp_path / "file").write_text("")  # the tests run as root: a file in the way, not permissions
+    with pytest.raises(StateError, match="file"):
+        Store(tmp_path / "file" / "sub" / "state.db").all()
+
+
+def test_hot_path_modules_do_not_import_sqlalchemy():
+    code = "import sys, llimabox.fastindex, llimabox.config, llimabox.paths; print('sqlalchemy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "False\n"
