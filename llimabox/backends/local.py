@@ -13,7 +13,7 @@ from llimabox.errors import GuestNotProvisioned, GuestScriptFailed
 
 __all__ = ["LocalBackend"]
 
-_FIX = "sudo llima-box provision --backend local"
+_FIX = "sudo llima-box --backend local provision"
 
 
 class LocalBackend(Backend):

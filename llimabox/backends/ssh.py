@@ -27,7 +27,7 @@ class SSHBackend(Backend):
         self.target = target
         self.sudo = sudo and target.user != "root"
         self.identity = f"ssh:{target.user}@{target.host}:{target.port}"
-        self.provision_hint = f"llima-box provision --backend ssh --host {target.user}@{target.host}:{target.port}"
+        self.provision_hint = f"llima-box --backend ssh --host {target.user}@{target.host}:{target.port} provision"
         self._conn: Connection | None = None
 
     @property

@@ -43,7 +43,7 @@ def provision(g: Globals, user: str | None, roots: str | None) -> None:
 
     \b
     Example:
-        sudo llima-box provision --backend local --roots /home
+        sudo llima-box --backend local provision --roots /home
     """
     from llimabox import api
 

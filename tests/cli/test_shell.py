@@ -44,7 +44,7 @@ def test_shell_not_provisioned_is_125(runner, project, monkeypatch, tmp_path) ->
     result = runner.invoke(cli, ["--backend", "local", "shell", str(project), "--", "true"])
     assert result.exit_code == 125
     assert result.stderr.startswith("Error: ")
-    assert "sudo llima-box provision --backend local" in result.stderr
+    assert "sudo llima-box --backend local provision" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
