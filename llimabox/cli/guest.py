@@ -43,7 +43,8 @@ def provision(g: Globals, user: str | None, roots: str | None) -> None:
 
     \b
     Example:
-        sudo llima-box --backend local provision --roots /home
+        llima-box provision --roots /home          # the configured backend
+        sudo llima-box --backend local provision --user "$USER" --roots /home
     """
     from llimabox import api
 
