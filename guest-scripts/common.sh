@@ -20,7 +20,7 @@ die() { # die CODE MESSAGE: one line on stderr, then exit
 	printf 'llima-box-guest: %s\n' "$2" >&2
 	exit "$1"
 }
-bad() { die 2 "$1"; }
+bad() { die "${LB_BAD:-2}" "$1"; } # bad argument: 2, or 125 for enter (whose other codes are CMD's)
 fail() { die "${LB_FAIL:-1}" "$1"; } # the verb's own failure: 1, or 125 for enter
 
 need_root() {
@@ -60,15 +60,15 @@ check_path() {
 	[[ -n $p ]] || bad "$label is empty"
 	((${#p} <= 1024)) || bad "$label is longer than 1024 bytes"
 	[[ $p != *[$'\001'-$'\037'$'\177']* ]] || bad "$label contains a control character"
-	[[ $p == /* ]] || bad "$label is not absolute"
+	[[ $p == /* ]] || bad "$label is not absolute: $p"
 	[[ $p == / || ($p != */ && $p != *//* && $p != */./* && $p != */../* && $p != */. && $p != */..) ]] ||
-		bad "$label is not normalised"
+		bad "$label is not normalised: $p"
 	local IFS=/
 	for part in ${p#/}; do
 		prefix+=/$part
 		[[ ! -L $prefix ]] || bad "$label has a symlinked component: $prefix"
 	done
-	[[ -d $p ]] || bad "$label is not an existing directory"
+	[[ -d $p ]] || bad "$label is not an existing directory: $p"
 }
 
 # check_project PROJECT: check_path plus the allowed roots and the forbidden places

@@ -1,11 +1,12 @@
 #!/bin/bash
 # enter NAME PROJECT [--cwd DIR] [--env VAR=VALUE]... [--agent-socket PATH] [--] [CMD ARG...]
 # Run CMD (default: a login shell) in the env as its user, creating or restarting the env
-# when needed. Exit status: CMD's; 126 cannot run; 127 not found; 2 bad argument; 125 own failure.
+# when needed. Exit status: CMD's; 126 cannot run; 127 not found; 125 bad argument or own failure
+# (one line on stderr: every other status may be CMD's own).
 set -euo pipefail
 # shellcheck source=common.sh
 source /usr/local/libexec/llima-box/lib/common.sh
-export LB_FAIL=125
+export LB_FAIL=125 LB_BAD=125
 need_root
 usage="usage: enter NAME PROJECT [--cwd DIR] [--env VAR=VALUE]... [--agent-socket PATH] [--] [CMD ARG...]"
 (($# >= 2)) || bad "$usage"

@@ -34,7 +34,7 @@ __all__ = ["shell", "create", "list_envs", "delete", "delete_all", "status", "pr
 
 log = logging.getLogger("llimabox")
 Overrides = t.Mapping[str, object]
-_SKIP_RECORD = (2, 125)  # enter refused its arguments or failed itself: maybe no env was made
+_SKIP_RECORD = (125,)  # enter refused its arguments or failed itself: maybe no env was made
 
 
 def open_backend(

@@ -1,7 +1,9 @@
 """A real guest for tests: a copy-on-write clone of this machine in its own namespaces.
 
 It runs sshd on a loopback port, has the guest login user ``alice`` (and ``bob``), the
-"host home" mount ``/Users`` (tmpfs), and the guest side installed by the project's own
+"host home" mount ``/Users`` (tmpfs), a directory ``shared`` of this machine seen at the same
+path inside (as Lima mounts the host's home: for tests that use this process's working
+directory as a project), and the guest side installed by the project's own
 ``provision/install.sh``. Everything it writes stays in an overlay that vanishes on stop.
 """
 
@@ -53,6 +55,7 @@ class Guest:
     def __init__(self) -> None:
         check_prerequisites()
         self.dir = Path(tempfile.mkdtemp(prefix="lbg.", dir="/var/tmp"))
+        self.shared = Path(tempfile.mkdtemp(prefix="llima-box-test.", dir="/mnt"))  # not a system dir
         self.port = free_port()
         self.key = str(self.dir / "key")
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.key], check=True)
@@ -65,7 +68,7 @@ class Guest:
     def _boot(self, log: object) -> subprocess.Popen:
         return subprocess.Popen(
             ["unshare", "--mount", "--pid", "--fork", "--uts", "--ipc", "--propagation", "private",
-             "bash", str(REPO / "tests" / "guest_boot.sh"), str(self.dir), str(REPO), str(self.port)],
+             "bash", str(REPO / "tests" / "guest_boot.sh"), str(self.dir), str(REPO), str(self.port), str(self.shared)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
         )
 
@@ -92,6 +95,7 @@ class Guest:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.shared, ignore_errors=True)
 
     def argv(self, argv: list[str], user: str = "root", cwd: str | None = None) -> list[str]:
         """The argv that runs ``argv`` inside the guest as ``user``."""
@@ -145,4 +149,15 @@ class Guest:
 
     def reprovision(self, *args: str) -> subprocess.CompletedProcess:
         return self.run(["bash", str(REPO / "provision" / "install.sh"), "--user", "alice",
-                         "--roots", "/Users/alice:/Users/bob", *args])
+                         "--roots", self.roots, *args])
+
+    @property
+    def roots(self) -> str:
+        return f"/Users/alice:/Users/bob:{self.shared}"
+
+    def make_shared_project(self, owner: str, name: str) -> Path:
+        """A project at the same path here and in the guest, owned by ``owner``."""
+        path = self.shared / owner / name
+        path.mkdir()
+        os.chown(path, USERS[owner], USERS[owner])
+        return path

@@ -1,9 +1,9 @@
 #!/bin/bash
 # Boot of the copy-on-write test guest (see tests/guest.py). Runs as PID 1 of new mount,
 # PID, UTS and IPC namespaces: an overlay of this machine's / becomes the guest's root.
-# usage: guest_boot.sh DIR REPO PORT
+# usage: guest_boot.sh DIR REPO PORT SHARED
 set -euo pipefail
-dir=$1 repo=$2 port=$3
+dir=$1 repo=$2 port=$3 shared=$4
 read -r outer _ </proc/self/stat
 echo "$outer" >"$dir/pid"
 
@@ -11,6 +11,7 @@ mkdir -p "$dir/upper" "$dir/work" "$dir/root" "$dir/out"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$dir/upper,workdir=$dir/work" "$dir/root"
 cd "$dir/root"
 mount --bind "$dir/out" ".$dir/out" # what the guest reports back to the tests
+mount --bind "$shared" ".$shared" # a host directory at the same path, as Lima mounts the home
 out=$dir/out
 mount --rbind /dev dev
 mount --rbind /sys sys
@@ -28,7 +29,7 @@ echo "127.0.0.1 guest" >>/etc/hosts
 useradd -m -d /home/alice.guest -u 1501 -U -s /bin/bash alice
 useradd -m -d /home/bob.guest -u 1502 -U -s /bin/bash bob
 for u in alice bob; do
-	install -d -m 0755 -o "$u" -g "$u" "/Users/$u"
+	install -d -m 0755 -o "$u" -g "$u" "/Users/$u" "$shared/$u"
 done
 install -d -m 0700 -o alice -g alice /home/alice.guest/.ssh
 install -m 0600 -o alice -g alice "$dir/key.pub" /home/alice.guest/.ssh/authorized_keys
@@ -49,7 +50,7 @@ CONF
 install -d -m 0755 /run/sshd
 /usr/sbin/sshd -f /etc/ssh/llima_test_sshd_config
 
-bash "$repo/provision/install.sh" --user alice --roots /Users/alice:/Users/bob >"$out/provision.log" 2>&1
+bash "$repo/provision/install.sh" --user alice --roots "/Users/alice:/Users/bob:$shared" >"$out/provision.log" 2>&1
 echo ready >"$out/ready"
 
 trap 'exit 0' TERM INT

@@ -21,9 +21,9 @@ def snapshot(guest: Guest) -> str:
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_names_are_refused(guest, project, name):
     before = snapshot(guest)
-    for verb in ("create", "enter"):
+    for verb, code in (("create", 2), ("enter", 125)):
         r = guest.guest_script(verb, name, project)
-        assert r.returncode == 2
+        assert r.returncode == code
         assert r.stderr.count("\n") == 1 and r.stderr.startswith("llima-box-guest: ")
     assert snapshot(guest) == before
 
@@ -36,9 +36,9 @@ def test_hostile_projects_are_refused(guest, env_name, project):
            "/Users/alice/missing", "-rf"]
     before = snapshot(guest)
     for p in bad:
-        for verb in ("create", "enter"):
+        for verb, code in (("create", 2), ("enter", 125)):
             r = guest.guest_script(verb, env_name, p)
-            assert r.returncode == 2, (verb, p, r.stderr)
+            assert r.returncode == code, (verb, p, r.stderr)
             assert r.stderr.count("\n") == 1
     assert snapshot(guest) == before
 
@@ -63,12 +63,12 @@ def test_enter_exit_codes_argv_cwd_and_environment(guest, env_name, project):
     assert guest.enter(env_name, project, "pwd").stdout == project + "\n"
     r = guest.guest_script("enter", env_name, project, "--cwd", project + "/sub", "--", "pwd")
     assert r.stdout == project + "/sub\n"
-    assert guest.guest_script("enter", env_name, project, "--cwd", "/Users/alice", "--", "pwd").returncode == 2
+    assert guest.guest_script("enter", env_name, project, "--cwd", "/Users/alice", "--", "pwd").returncode == 125
     env = guest.guest_script("enter", env_name, project, "--env", "TERM=xterm", "--", "env").stdout
     assert sorted(line.split("=")[0] for line in env.splitlines()) == \
         ["HOME", "LANG", "LOGNAME", "PATH", "SHELL", "TERM", "USER"]
     assert "TERM=xterm" in env
-    assert guest.guest_script("enter", env_name, project, "--env", "LD_PRELOAD=x", "--", "true").returncode == 2
+    assert guest.guest_script("enter", env_name, project, "--env", "LD_PRELOAD=x", "--", "true").returncode == 125
     guest.guest_script("delete", env_name)
 
 

@@ -1,84 +1,72 @@
-"""A fake guest prefix for CLI tests: tiny scripts with the guest verbs' contract, run as us."""
+"""The command layer in-process (click's CliRunner) against the real test guest, over the ssh backend.
+
+Projects live in the guest's shared directory, at the same path here and there, so commands that
+take the working directory as the project work as they do with Lima's home mount.
+"""
 
 from __future__ import annotations
 
-import os
-import textwrap
+import secrets
 import typing as t
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from llimabox import guest
-
-_VERBS = {
-    "version": 'echo "$FAKE_VERSION"',
-    "create": 'mkdir -p "$FAKE/$1" && printf %s "$2" >"$FAKE/$1/project"',
-    "delete": 'if [ -d "$FAKE/$1" ]; then rm -rf "$FAKE/$1"; else echo "llima-box-guest: no env $1" >&2; fi',
-    "list": textwrap.dedent(
-        """\
-        for d in "$FAKE"/lb-*; do
-          [ -d "$d" ] || continue
-          printf '{"name":"%s","project":"%s","uid":200001,"alive":true,"created":"2026-01-01T00:00:00Z","mode":"idmap"}\\n' \\
-            "${d##*/}" "$(cat "$d/project")"
-        done"""
-    ),
-    "enter": textwrap.dedent(
-        """\
-        name=$1 project=$2 cwd=$2; shift 2
-        while [ $# -gt 0 ]; do
-          case $1 in --cwd) cwd=$2; shift 2 ;; --env|--agent-socket) shift 2 ;; --) shift; break ;; *) break ;; esac
-        done
-        mkdir -p "$FAKE/$name" && printf %s "$project" >"$FAKE/$name/project"
-        cd "$cwd" || exit 125
-        [ $# -gt 0 ] || set -- /bin/sh
-        exec "$@\""""
-    ).replace('"$@\\"', '"$@"'),
-}
+from llimabox.cli import cli
+from tests.guest import Guest
 
 
-class FakeGuest(t.NamedTuple):
-    prefix: Path
-    state: Path
+class LB:
+    """Invokes the CLI with a state dir of its own, the host key of the guest pinned."""
 
-    def envs(self) -> dict[str, str]:
-        return {d.name: (d / "project").read_text() for d in sorted(self.state.glob("lb-*"))}
+    def __init__(self, guest: Guest, home: Path) -> None:
+        self.guest, self.home = guest, home
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: str | bytes | None = None) -> t.Any:
+        return self.runner.invoke(cli, list(args), input=input)
+
+    def json(self, *args: str) -> t.Any:
+        import json
+
+        result = self(*args, "--json")
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def envs_in_guest(self) -> dict[str, str]:
+        """The guest's own view: env name → project."""
+        import json
+
+        out = self.guest.run(["/usr/local/libexec/llima-box/list"]).stdout
+        return {e["name"]: e["project"] for e in map(json.loads, out.splitlines())}
 
 
 @pytest.fixture
-def fake_guest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGuest:
-    if os.geteuid() != 0:
-        pytest.fail("the fake guest runs the verbs without sudo: the tests must run as root", pytrace=False)
-    prefix, state = tmp_path / "prefix", tmp_path / "guest-state"
-    prefix.mkdir()
-    state.mkdir()
-    for verb, body in _VERBS.items():
-        script = prefix / verb
-        script.write_text("#!/bin/bash\n" + body + "\n")
-        script.chmod(0o755)
-    monkeypatch.setattr(guest, "GUEST_PREFIX", str(prefix))
-    monkeypatch.setenv("FAKE", str(state))
-    monkeypatch.setenv("FAKE_VERSION", str(guest.packaged_version()))
-    return FakeGuest(prefix, state)
-
-
-@pytest.fixture(autouse=True)
-def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def lb(guest: Guest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LB:
     home = tmp_path / "lbhome"
-    monkeypatch.setenv("LLIMA_BOX_HOME", str(home))
-    for var in ("LLIMA_BOX_BACKEND", "LLIMA_BOX_HOST", "LLIMA_BOX_IDENTITY"):
-        monkeypatch.delenv(var, raising=False)
-    return home
+    home.mkdir()
+    known = home / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{guest.port} {guest.host_key_pub}")
+    settings = {
+        "HOME": str(home),
+        "BACKEND": "ssh",
+        "HOST": f"{guest.user}@127.0.0.1:{guest.port}",
+        "IDENTITY": str(guest.key),
+        "KNOWN_HOSTS": str(known),
+    }
+    for key, value in settings.items():
+        monkeypatch.setenv(f"LLIMA_BOX_{key}", value)
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    return LB(guest, home)
+
+
+@pytest.fixture
+def project(guest: Guest) -> Path:
+    return guest.make_shared_project("alice", "My App " + secrets.token_hex(3))
 
 
 @pytest.fixture
 def runner() -> CliRunner:
+    """For commands that reach no guest (help, usage)."""
     return CliRunner()
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    p = tmp_path / "home" / "alice" / "My App"
-    p.mkdir(parents=True)
-    return Path(os.path.realpath(p))

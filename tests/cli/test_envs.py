@@ -1,100 +1,93 @@
 from __future__ import annotations
 
-import json
+from llimabox import guest, names
 
-from llimabox import names
-from llimabox.cli import cli
-
-LOCAL = ["--backend", "local"]
+PREFIX = "/usr/local/libexec/llima-box"
 
 
-def _list(runner) -> list[dict]:
-    result = runner.invoke(cli, [*LOCAL, "list", "--json"])
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def test_create_prints_name_and_list_matches(runner, fake_guest, project) -> None:
-    result = runner.invoke(cli, [*LOCAL, "create", str(project)])
+def test_create_prints_name_and_list_matches(lb, project) -> None:
+    result = lb("create", str(project))
     assert result.exit_code == 0, result.stderr
     name = result.stdout.strip()
     assert name == names.env_name(str(project))
-    rows = _list(runner)
-    assert [(r["name"], r["project"], r["status"], r["backend"]) for r in rows] == [
-        (name, str(project), "running", "local")
-    ]
-    assert set(rows[0]) >= {"name", "project", "status", "backend", "created_at", "last_used_at"}
-    table = runner.invoke(cli, [*LOCAL, "list"])
-    assert name in table.stdout
+    assert lb.envs_in_guest()[name] == str(project)
+    rows = {r["name"]: r for r in lb.json("list")}
+    assert (rows[name]["project"], rows[name]["status"], rows[name]["backend"]) == (str(project), "running", "ssh")
+    assert set(rows[name]) >= {"name", "project", "status", "backend", "created_at", "last_used_at"}
+    assert name in lb("list").stdout
 
 
-def test_list_reconciles(runner, fake_guest, project, tmp_path) -> None:
-    runner.invoke(cli, [*LOCAL, "create", str(project)])
-    (fake_guest.state / "lb-stray").mkdir()
-    (fake_guest.state / "lb-stray" / "project").write_text("/home/x")
-    other = tmp_path / "other"
-    other.mkdir()
-    runner.invoke(cli, [*LOCAL, "create", str(other)])
-    import shutil
+def test_list_reconciles_with_the_guest(lb, project, guest) -> None:
+    assert lb("create", str(project)).exit_code == 0
+    stray_project = guest.make_project("alice", "stray-" + project.name[-6:])
+    stray = names.env_name(stray_project)
+    guest.run([f"{PREFIX}/create", stray, stray_project]).check_returncode()
+    gone = guest.make_shared_project("alice", "gone-" + project.name[-6:])
+    gone_name = lb("create", str(gone)).stdout.strip()
+    guest.run([f"{PREFIX}/delete", gone_name]).check_returncode()
+    guest.run(["sh", "-c", f"kill $(cut -d' ' -f1 /run/llima-box/{names.env_name(str(project))}.holder)"])
+    status = {r["name"]: r["status"] for r in lb.json("list")}
+    assert status[stray] == "unknown-to-database"
+    assert status[gone_name] == "missing-in-guest"
+    assert status[names.env_name(str(project))] == "stopped"
+    assert lb("shell", str(project), "--", "true").exit_code == 0
+    assert {r["name"]: r["status"] for r in lb.json("list")}[names.env_name(str(project))] == "running"
 
-    shutil.rmtree(fake_guest.state / names.env_name(str(other)))
-    status = {r["name"]: r["status"] for r in _list(runner)}
-    assert status == {
-        names.env_name(str(project)): "running",
-        "lb-stray": "unknown-to-database",
-        names.env_name(str(other)): "missing-in-guest",
-    }
 
-
-def test_delete_by_path_and_name(runner, fake_guest, project, tmp_path) -> None:
-    name = runner.invoke(cli, [*LOCAL, "create", str(project)]).stdout.strip()
-    result = runner.invoke(cli, [*LOCAL, "delete", str(project)])
+def test_delete_by_path_and_by_name(lb, project, guest) -> None:
+    name = lb("create", str(project)).stdout.strip()
+    lb("shell", str(project), "--", "touch", "made-inside")
+    result = lb("delete", str(project))
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.strip() == name and fake_guest.envs() == {}
-    assert project.is_dir()
-    other = tmp_path / "o"
-    other.mkdir()
-    name2 = runner.invoke(cli, [*LOCAL, "create", str(other)]).stdout.strip()
-    assert runner.invoke(cli, [*LOCAL, "delete", name2]).exit_code == 0
-    assert _list(runner) == []
+    assert result.stdout.strip() == name and name not in lb.envs_in_guest()
+    assert (project / "made-inside").is_file()
+    other = guest.make_shared_project("alice", "other-" + project.name[-6:])
+    name2 = lb("create", str(other)).stdout.strip()
+    assert lb("delete", name2).exit_code == 0
+    assert {name, name2}.isdisjoint(r["name"] for r in lb.json("list"))
 
 
-def test_delete_unknown_is_1(runner, fake_guest) -> None:
-    result = runner.invoke(cli, [*LOCAL, "delete", "lb-nothing"])
+def test_delete_unknown_is_1(lb) -> None:
+    result = lb("delete", "lb-nothing")
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: no env 'lb-nothing'")
 
 
-def test_delete_all_needs_yes_without_terminal(runner, fake_guest, project) -> None:
-    runner.invoke(cli, [*LOCAL, "create", str(project)])
-    result = runner.invoke(cli, [*LOCAL, "delete-all"])
-    assert result.exit_code == 2
-    assert "--yes" in result.stderr
-    assert len(fake_guest.envs()) == 1
-    result = runner.invoke(cli, [*LOCAL, "delete-all", "--yes"])
+def test_delete_all_needs_yes_without_terminal(lb, project) -> None:
+    name = lb("create", str(project)).stdout.strip()
+    result = lb("delete-all")
+    assert result.exit_code == 2 and "--yes" in result.stderr
+    assert name in lb.envs_in_guest()
+    result = lb("delete-all", "--yes")
     assert result.exit_code == 0, result.stderr
-    assert fake_guest.envs() == {} and _list(runner) == []
+    assert lb.envs_in_guest() == {} and lb.json("list") == []
 
 
-def test_create_bad_input_is_2(runner, fake_guest, tmp_path) -> None:
-    f = tmp_path / "file"
-    f.write_text("x")
-    result = runner.invoke(cli, [*LOCAL, "create", str(f)])
-    assert result.exit_code == 2
-    assert result.stderr == f"Error: project path is not a directory: {f}\n"
+def test_create_bad_input_is_2_and_makes_nothing(lb, project, guest) -> None:
+    before = lb.envs_in_guest()
+    for bad, why in (
+        (project / "missing", "not an existing directory"),
+        ("/etc", "system directory"),
+        (guest.shared / "bob" / "..", "allowed root itself"),
+    ):
+        result = lb("create", str(bad))
+        assert result.exit_code == 2, (bad, result.stderr)
+        assert why in result.stderr and len(result.stderr.splitlines()) == 1
+    assert lb.envs_in_guest() == before and lb.json("list") == [
+        r for r in lb.json("list") if r["name"] in before
+    ]
 
 
-def test_status_json(runner, fake_guest) -> None:
-    result = runner.invoke(cli, [*LOCAL, "status", "--json"])
-    assert result.exit_code == 0, result.stdout
-    info = json.loads(result.stdout)
-    assert info["backend"] == "local" and info["up_to_date"] and info["reachable"]
+def test_status_json(lb) -> None:
+    info = lb.json("status")
+    assert info["backend"] == "ssh" and info["reachable"] and info["provisioned"]
+    assert info["up_to_date"] and info["guest_version"] == guest.packaged_version()
 
 
-def test_status_not_provisioned_is_1(runner, monkeypatch, tmp_path) -> None:
-    from llimabox import guest
+def test_status_not_provisioned_is_1(lb, monkeypatch, tmp_path) -> None:
+    import json
 
     monkeypatch.setattr(guest, "GUEST_PREFIX", str(tmp_path / "none"))
-    result = runner.invoke(cli, [*LOCAL, "status", "--json"])
+    result = lb("--backend", "local", "status", "--json")
     assert result.exit_code == 1
     assert json.loads(result.stdout)["provisioned"] is False
