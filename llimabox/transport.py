@@ -365,9 +365,13 @@ class _Pump:
             self._eof_after_pending = True
             return
         self.stdin_fd = fd
-        self.sel.register(fd, selectors.EVENT_READ, "stdin")
+        try:
+            self.sel.register(fd, selectors.EVENT_READ, "stdin")
+        except PermissionError:  # a regular file or /dev/null: epoll refuses it, and reads never block
+            self.stdin_plain = True
 
     _eof_after_pending = False
+    stdin_plain = False
 
     def _on_sigwinch(self, signum: int, frame: object) -> None:
         with contextlib.suppress(OSError):
@@ -398,6 +402,9 @@ class _Pump:
     def _step(self) -> bool:
         """One round of the loop; True when the remote side is done."""
         timeout = 0.02 if self.pending else None
+        if self.stdin_plain and self.stdin_fd is not None and not self.pending:
+            self._read_stdin()
+            timeout = 0
         for key, _ in self.sel.select(timeout):
             if key.data == "stdin":
                 self._read_stdin()
@@ -421,7 +428,8 @@ class _Pump:
         if data:
             self.pending = data
         else:
-            self.sel.unregister(self.stdin_fd)
+            if not self.stdin_plain:
+                self.sel.unregister(self.stdin_fd)
             self.stdin_fd = None
             self.chan.shutdown_write()
 
@@ -447,6 +455,8 @@ class _Pump:
 
     def _pause_stdin(self, pause: bool) -> None:
         assert self.stdin_fd is not None
+        if self.stdin_plain:
+            return
         registered = self.stdin_fd in self.sel.get_map()
         if pause and registered:
             self.sel.unregister(self.stdin_fd)

@@ -103,6 +103,18 @@ def test_stdin_piping_and_streams_apart(lb: LB, project: str) -> None:
     assert (r.stdout, r.stderr) == (b"out\n", b"err\n")
 
 
+def test_stdin_from_dev_null_and_from_a_file(lb: LB, project: str, tmp_path: Path) -> None:
+    """Neither can be polled with epoll; both must still reach the command, then EOF."""
+    base = [*lb.base, "shell", project, "--", "sha256sum"]
+    r = subprocess.run(base, stdin=subprocess.DEVNULL, capture_output=True, env=lb.env, timeout=60, check=False)
+    assert (r.returncode, r.stdout.split()[0].decode()) == (0, hashlib.sha256(b"").hexdigest()), r.stderr
+    data = os.urandom(3_000_000)
+    (tmp_path / "in").write_bytes(data)
+    with open(tmp_path / "in", "rb") as f:
+        r = subprocess.run(base, stdin=f, capture_output=True, env=lb.env, timeout=60, check=False)
+    assert r.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest(), r.stderr
+
+
 def test_large_output_intact(lb: LB, project: str) -> None:
     r = lb("shell", project, "--", "sh", "-c", "head -c 10000000 /dev/zero | tr '\\0' x; echo done >&2")
     assert r.returncode == 0 and len(r.stdout) == 10_000_000 and r.stderr == b"done\n"
