@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llimabox.cli import main
+from llimabox.launcher import main
 
 if __name__ == "__main__":
-    main(prog_name="llima-box")
+    main()

@@ -30,7 +30,10 @@ if t.TYPE_CHECKING:
     from llimabox.config import Config
     from llimabox.store import Store
 
-__all__ = ["shell", "create", "list_envs", "delete", "delete_all", "status", "provision", "open_backend"]
+__all__ = [
+    "shell", "shell_target", "run_in_env", "record_use", "ShellTarget",
+    "create", "list_envs", "delete", "delete_all", "status", "provision", "open_backend",
+]  # fmt: skip
 
 log = logging.getLogger("llimabox")
 Overrides = t.Mapping[str, object]
@@ -68,7 +71,9 @@ def _open_store() -> Store:
 
 
 @dataclasses.dataclass
-class _Target:
+class ShellTarget:
+    """Which env a ``shell`` runs in, and where in it."""
+
     name: str
     project: str
     cwd: str | None
@@ -76,7 +81,7 @@ class _Target:
     fast: bool = False  # ... and the fast index answered
 
 
-def _find_containing(identity: str, where: str) -> _Target | None:
+def _find_containing(identity: str, where: str) -> ShellTarget | None:
     """The env whose project contains ``where``: the fast index first, then the store."""
     from llimabox import paths
 
@@ -88,7 +93,7 @@ def _find_containing(identity: str, where: str) -> _Target | None:
         except fastindex.FastIndexUnavailable:
             pass
         else:
-            return _Target(hit[0], hit[1], where, known=True, fast=True) if hit else None
+            return ShellTarget(hit[0], hit[1], where, known=True, fast=True) if hit else None
         store = _open_store()
         try:
             rec = store.find_containing(identity, where)
@@ -97,18 +102,19 @@ def _find_containing(identity: str, where: str) -> _Target | None:
     except Exception as exc:  # never fail the command because of the state database
         log.warning("state database unavailable, continuing without it: %s", exc)
         return None
-    return _Target(rec.name, rec.project, where, known=True) if rec else None
+    return ShellTarget(rec.name, rec.project, where, known=True) if rec else None
 
 
-def _shell_target(backend: Backend, path: str | os.PathLike[str] | None) -> _Target:
-    where = _project(backend, path if path is not None else os.getcwd())
+def shell_target(backend: Backend, path: str | os.PathLike[str]) -> ShellTarget:
+    """The env ``shell`` uses for ``path``: the known env containing it, else the env of ``path`` itself."""
+    where = _project(backend, path)
     hit = _find_containing(backend.identity, where)
     if hit is not None and names.NAME_RE.fullmatch(hit.name):
         return hit
-    return _Target(names.env_name(where), where, None, known=False)
+    return ShellTarget(names.env_name(where), where, None, known=False)
 
 
-def _record_use(backend: Backend, target: _Target, code: int) -> None:
+def record_use(backend: Backend, target: ShellTarget, code: int) -> None:
     """After the command: touch or insert the env's record; never raises."""
     try:
         if target.fast:
@@ -189,23 +195,38 @@ def shell(
     """
     backend = open_backend(config, overrides, accept_host_key)
     try:
-        target = _shell_target(backend, path)
-        env = {k: v for k, v in environ.items() if guest.ENV_VARS.match(k)}
+        target = shell_target(backend, path if path is not None else os.getcwd())
         if pty is None:
             pty = _isatty(stdin, sys.stdin) and _isatty(stdout, sys.stdout)
-        kwargs: dict[str, t.Any] = dict(
-            cwd=target.cwd, env=env, pty=pty, forward_agent=forward_agent, stdin=stdin, stdout=stdout, stderr=stderr
-        )
-        try:
-            code = backend.enter(target.name, target.project, list(cmd), **kwargs)
-        except GuestNotProvisioned:
-            if not _try_upgrade(backend):
-                raise
-            code = backend.enter(target.name, target.project, list(cmd), **kwargs)
-        _record_use(backend, target, code)
+        code = run_in_env(
+            backend, target, cmd, environ=environ, pty=pty, forward_agent=forward_agent,
+            stdin=stdin, stdout=stdout, stderr=stderr,
+        )  # fmt: skip
+        record_use(backend, target, code)
         return code
     finally:
         backend.close()
+
+
+def run_in_env(
+    backend: Backend,
+    target: ShellTarget,
+    cmd: t.Sequence[str],
+    *,
+    environ: t.Mapping[str, str],
+    **kwargs: t.Any,
+) -> int:
+    """Run ``cmd`` in ``target``'s env on an open backend (upgrading the guest side once if it must).
+
+    ``kwargs`` go to :meth:`Backend.enter` (pty, forward_agent, the streams, cancel_fd).
+    """
+    env = {k: v for k, v in environ.items() if guest.ENV_VARS.match(k)}
+    try:
+        return backend.enter(target.name, target.project, list(cmd), cwd=target.cwd, env=env, **kwargs)
+    except GuestNotProvisioned:
+        if not _try_upgrade(backend):
+            raise
+        return backend.enter(target.name, target.project, list(cmd), cwd=target.cwd, env=env, **kwargs)
 
 
 def _isatty(f: t.Any, default: t.Any) -> bool:

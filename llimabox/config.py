@@ -22,6 +22,8 @@ FIELDS: list[tuple[str, type, object, str]] = [
     ("vm_name", str, "llima-box", "lima backend: the VM instance name"),
     ("lima_config", str, None, "lima backend: your own lima.yaml instead of the embedded one"),
     ("sudo", bool, True, "run the guest scripts through sudo -n (unless the guest user is root)"),
+    ("mux", bool, True, "keep the guest connection open in a background process for `shell -- CMD`"),
+    ("mux_idle", float, 600.0, "seconds the background connection stays open unused"),
 ]
 
 
@@ -38,6 +40,8 @@ class Config:
     vm_name: str = "llima-box"
     lima_config: str | None = None
     sudo: bool = True
+    mux: bool = True
+    mux_idle: float = 600.0
 
 
 _TYPES = {key: typ for key, typ, _, _ in FIELDS}

@@ -40,6 +40,10 @@ class GuestUnreachable(LlimaBoxError):
     """The guest cannot be reached (connection refused, timed out or dropped)."""
 
 
+class SessionRefused(GuestUnreachable):
+    """A kept connection could not open a session: nothing was started, so a retry is safe."""
+
+
 class GuestAuthFailed(LlimaBoxError):
     """The guest refused our credentials."""
 

@@ -25,7 +25,7 @@ import typing as t
 import paramiko
 import paramiko.agent
 
-from llimabox.errors import GuestAuthFailed, GuestUnreachable, HostKeyError
+from llimabox.errors import GuestAuthFailed, GuestUnreachable, HostKeyError, SessionRefused
 from llimabox.guest import remote_command
 
 __all__ = ["SSHTarget", "Connection", "parse_host"]
@@ -192,6 +192,13 @@ class Connection:
         self._client = client
         return client
 
+    def is_active(self) -> bool:
+        """Not connected yet, or connected and the transport still up."""
+        if self._client is None:
+            return True
+        transport = self._client.get_transport()
+        return transport is not None and transport.is_active()
+
     def close(self) -> None:
         """Close the connection (safe to call twice)."""
         if self._client is not None:
@@ -202,11 +209,11 @@ class Connection:
         client = self.connect()
         transport = client.get_transport()
         if transport is None or not transport.is_active():
-            raise GuestUnreachable("connection to the guest was lost")
+            raise SessionRefused("connection to the guest was lost")
         try:
             return transport.open_session(timeout=self.target.connect_timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise GuestUnreachable(f"cannot open a session on the guest: {exc}") from exc
+            raise SessionRefused(f"cannot open a session on the guest: {exc}") from exc
 
     def capture(self, argv: t.Sequence[str], stdin: bytes = b"") -> tuple[int, bytes, bytes]:
         """Run ``argv`` and return ``(exit status, stdout, stderr)``.
@@ -244,6 +251,7 @@ class Connection:
         term: str | None = None,
         size: tuple[int, int] | None = None,
         forward_agent: bool = False,
+        cancel_fd: int | None = None,
     ) -> int:
         """Run ``argv`` streaming the three streams; return its exit status.
 
@@ -252,6 +260,7 @@ class Connection:
         :param stderr: a binary file for its stderr (default ``sys.stderr``).
         :param pty: allocate a pseudo-terminal; the local terminal goes raw meanwhile.
         :param size: ``(columns, rows)``; default: the local terminal's.
+        :param cancel_fd: abandon the command (close its session, return 255) once this turns readable.
         :raises GuestUnreachable: the connection dropped mid-command.
         """
         out = stdout if stdout is not None else sys.stdout.buffer
@@ -265,9 +274,10 @@ class Connection:
                 cols, rows = size or _terminal_size(stdin, out)
                 chan.get_pty(term=term or "xterm", width=cols, height=rows)
             chan.exec_command(remote_command(argv))
+            pump = _Pump(chan, stdin, out, err, resize=pty and size is None, cancel_fd=cancel_fd)
             with _RawTerminal(stdin if pty else None):
-                _Pump(chan, stdin, out, err, resize=pty and size is None).loop()
-            return self._exit_status(chan)
+                pump.loop()
+            return 255 if pump.cancelled else self._exit_status(chan)
         except KeyboardInterrupt:
             return 130
         except (paramiko.SSHException, EOFError) as exc:
@@ -342,8 +352,11 @@ class _Writer:
 class _Pump:
     """Selector loop between the local streams and the channel."""
 
-    def __init__(self, chan: paramiko.Channel, stdin: t.Any, out: t.Any, err: t.Any, resize: bool) -> None:
+    def __init__(
+        self, chan: paramiko.Channel, stdin: t.Any, out: t.Any, err: t.Any, resize: bool, cancel_fd: int | None = None
+    ) -> None:
         self.chan = chan
+        self.cancelled = False
         self.out = _Writer(out)
         self.err = _Writer(err)
         self.sel = selectors.DefaultSelector()
@@ -352,6 +365,8 @@ class _Pump:
         self.resize = resize
         self.wake_r = self.wake_w = -1
         self._setup_stdin(stdin)
+        if cancel_fd is not None:
+            self.sel.register(cancel_fd, selectors.EVENT_READ, "cancel")
 
     def _setup_stdin(self, stdin: t.Any) -> None:
         if stdin is None:
@@ -410,6 +425,9 @@ class _Pump:
                 self._read_stdin()
             elif key.data == "winch":
                 self._do_resize()
+            elif key.data == "cancel":
+                self.cancelled = True
+                return True
         self._send_pending()
         return self._drain()
 

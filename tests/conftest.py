@@ -8,6 +8,14 @@ import pytest
 from tests.guest import Guest, GuestUnavailable
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _short_lived_mux() -> Iterator[None]:
+    """Background connections started by tests end a few seconds after their last command."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLIMA_BOX_MUX_IDLE", "3")
+        yield
+
+
 @pytest.fixture(scope="session")
 def guest() -> Iterator[Guest]:
     """One provisioned copy-on-write guest for the whole session."""

@@ -48,9 +48,12 @@ class Backend(abc.ABC):
         stdin: t.Any = None,
         stdout: t.Any = None,
         stderr: t.Any = None,
+        cancel_fd: int | None = None,
     ) -> int:
         """Run ``cmd`` (default: a login shell) in the env, creating it on demand; return its status.
 
+        :param cancel_fd: when this descriptor turns readable (e.g. the client that asked hung up),
+            the command is abandoned: its session closed or its process terminated.
         :raises GuestNotProvisioned: the guest scripts are missing or sudo refuses them.
         """
 
@@ -64,6 +67,13 @@ class Backend(abc.ABC):
         if code != 0:
             return None
         return guest.parse_version(out)
+
+    def connect(self) -> None:
+        """Open the connection now rather than on first use (for callers that share the backend)."""
+
+    def healthy(self) -> bool:
+        """Whether a kept backend can serve another command (its connection, if any, is alive)."""
+        return True
 
     def close(self) -> None:
         """Release connections (safe to call twice)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -57,6 +58,7 @@ class LocalBackend(Backend):
         stdin: t.Any = None,
         stdout: t.Any = None,
         stderr: t.Any = None,
+        cancel_fd: int | None = None,
     ) -> int:
         """Run the env's command with our own file descriptors (no copying); ``pty`` is not needed here."""
         self._check_installed("enter")
@@ -65,6 +67,8 @@ class LocalBackend(Backend):
         old = signal.signal(signal.SIGINT, _ignore) if _main_thread() else None
         try:
             proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr)
+            if cancel_fd is not None:
+                _terminate_when_readable(proc, cancel_fd)
             code = proc.wait()
         except OSError as exc:
             raise GuestNotProvisioned(f"cannot run {argv[0]}: {exc.strerror}; run: {_FIX}") from exc
@@ -102,6 +106,22 @@ class LocalBackend(Backend):
                 raise GuestNotProvisioned(f"provisioning needs root; run: {_FIX}")
             raise GuestScriptFailed(one_line(proc.stderr, f"provisioning failed (exit {proc.returncode})"))
         return one_line(proc.stdout, "provisioned")
+
+
+def _terminate_when_readable(proc: subprocess.Popen[bytes], fd: int) -> None:
+    """Terminate ``proc`` (sudo passes the signal on) once ``fd`` turns readable, unless it has ended."""
+    import select
+    import threading
+
+    def watch() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while proc.poll() is None:
+                if select.select([fd], [], [], 1.0)[0]:
+                    if proc.poll() is None:
+                        proc.terminate()
+                    return
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _ignore(signum: int, frame: object) -> None:

@@ -61,6 +61,7 @@ class SSHBackend(Backend):
         stdin: t.Any = None,
         stdout: t.Any = None,
         stderr: t.Any = None,
+        cancel_fd: int | None = None,
     ) -> int:
         """Run the env's command over one SSH session; sudo refusals are held back and raised."""
         agent = guest.AGENT_SOCKET_FROM_ENV if forward_agent else None
@@ -74,6 +75,7 @@ class SSHBackend(Backend):
             pty=pty,
             term=(env or {}).get("TERM"),
             forward_agent=forward_agent,
+            cancel_fd=cancel_fd,
         )
         if guest.is_sudo_refusal(code, sniff.held):
             raise self._not_provisioned(sniff.held)
@@ -117,6 +119,12 @@ class SSHBackend(Backend):
                 _put_tree(sftp, guest.data_dir(name), f"{tmp}/{name}")
         finally:
             sftp.close()
+
+    def connect(self) -> None:
+        self.conn.connect()
+
+    def healthy(self) -> bool:
+        return self._conn is None or self._conn.is_active()
 
     def close(self) -> None:
         if self._conn is not None:

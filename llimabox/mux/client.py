@@ -1,0 +1,164 @@
+"""The hot path of ``llima-box shell -- CMD``: hand the command to the mux (standard library only).
+
+:func:`run` returns ``None`` whenever the mux cannot or should not serve this invocation; the
+caller then runs the full command line itself, so the mux is only ever an accelerator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import sys
+import typing as t
+
+from llimabox.mux import PROTOCOL, runtime_dir, socket_path
+
+__all__ = ["run", "parse"]
+
+_GLOBALS = ("--backend", "--host", "--identity")
+_ENV_KEEP = ("HOME", "USER", "LOGNAME", "SSH_AUTH_SOCK", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "TERM", "LANG", "COLORTERM")
+_START_TIMEOUT = 10.0
+
+
+class Request(t.NamedTuple):
+    overrides: dict[str, str]
+    path: str | None
+    cmd: list[str]
+    no_pty: bool  # -T
+
+
+def parse(args: t.Sequence[str]) -> Request | None:
+    """``[--backend|--host|--identity VALUE]... shell [PATH] [-T] -- CMD...``, else ``None``."""
+    overrides: dict[str, str] = {}
+    i = 0
+    while i < len(args) and args[i] != "shell":
+        name, eq, value = args[i].partition("=")
+        if name not in _GLOBALS:
+            return None
+        if not eq:
+            if i + 1 >= len(args):
+                return None
+            value, i = args[i + 1], i + 1
+        overrides[name[2:]] = value
+        i += 1
+    rest = list(args[i + 1 :])
+    if i >= len(args) or "--" not in rest:
+        return None
+    sep = rest.index("--")
+    before, cmd = rest[:sep], rest[sep + 1 :]
+    no_pty = "-T" in before
+    paths = [a for a in before if a != "-T"]
+    if not cmd or len(paths) > 1 or any(a.startswith("-") for a in paths):
+        return None
+    return Request(overrides, paths[0] if paths else None, cmd, no_pty)
+
+
+def _wanted(req: Request) -> bool:
+    if os.environ.get("LLIMA_BOX_MUX", "").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return req.no_pty or not (os.isatty(0) and os.isatty(1))
+
+
+def _private_dir_ok(path: str) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and (st.st_mode & 0o077) == 0 and not os.path.islink(path)
+
+
+def _connect(path: str) -> socket.socket | None:
+    if not _private_dir_ok(os.path.dirname(path)):
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _start_and_connect(path: str) -> socket.socket | None:
+    import subprocess
+    import time
+
+    directory = runtime_dir()
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        log = os.open(os.path.join(directory, "log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError:
+        return None
+    import llimabox
+
+    home = os.path.dirname(os.path.dirname(os.path.abspath(llimabox.__file__)))  # run this very package
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", "llimabox.mux.server"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd=home,
+        )  # fmt: skip
+    except OSError:
+        return None
+    finally:
+        os.close(log)
+    deadline = time.monotonic() + _START_TIMEOUT
+    delay = 0.002
+    while time.monotonic() < deadline:
+        sock = _connect(path)
+        if sock is not None:
+            return sock
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.05)
+    return None
+
+
+def _send(sock: socket.socket, req: Request) -> None:
+    env = {k: v for k, v in os.environ.items() if k.startswith(("LLIMA_BOX_", "LC_")) or k in _ENV_KEEP}
+    from llimabox import __version__
+
+    msg = {"v": PROTOCOL, "version": __version__, "overrides": req.overrides, "path": req.path, "cmd": req.cmd}
+    body = json.dumps({**msg, "cwd": os.getcwd(), "env": env}).encode()
+    socket.send_fds(sock, [struct.pack("!I", len(body)) + body], [0, 1, 2])
+
+
+def _reply(sock: socket.socket) -> dict[str, t.Any]:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            return {"exit": 125, "error": "the llima-box mux ended while running the command"}
+        data += chunk
+    return dict(json.loads(data))
+
+
+def run(args: t.Sequence[str]) -> int | None:
+    """Run ``llima-box ARGS`` through the mux; its exit status, or ``None`` to run it directly."""
+    req = parse(args)
+    if req is None or not _wanted(req):
+        return None
+    path = socket_path()
+    if path is None:
+        return None
+    try:
+        os.getcwd()
+    except OSError:
+        return None
+    sock = _connect(path) or _start_and_connect(path)
+    if sock is None:
+        return None
+    with sock:
+        try:
+            _send(sock, req)
+        except OSError:
+            return None  # nothing ran
+        try:
+            reply = _reply(sock)
+        except (OSError, ValueError) as exc:
+            reply = {"exit": 125, "error": f"the llima-box mux failed: {exc}"}
+    if reply.get("fallback"):
+        return None
+    if reply.get("error"):
+        sys.stderr.write("Error: " + " ".join(str(reply["error"]).split()) + "\n")
+    return int(reply.get("exit", 125))

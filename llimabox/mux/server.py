@@ -1,0 +1,252 @@
+"""The mux process: serves ``shell -- CMD`` requests of its own user over kept guest connections.
+
+Started by the client as ``python -m llimabox.mux.server`` (detached, in the user's environment).
+One request per client connection: a length-prefixed JSON message carrying the client's stdin,
+stdout and stderr as ``SCM_RIGHTS``; one JSON line back: ``{"exit": N}``, ``{"exit": 125,
+"error": "..."}``, or ``{"fallback": "why"}`` when the client should run the command itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+import socketserver
+import struct
+import threading
+import time
+import typing as t
+
+from llimabox import __version__
+from llimabox.mux import PROTOCOL, runtime_dir, socket_path
+
+if t.TYPE_CHECKING:
+    from llimabox.backends.base import Backend
+    from llimabox.config import Config
+
+__all__ = ["Mux", "main"]
+
+log = logging.getLogger("llimabox.mux")
+_MAX_REQUEST = 1 << 20
+
+
+class _Fallback(Exception):
+    """The client should run this command itself."""
+
+
+class Mux(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """A threaded Unix-socket server holding one open backend per configuration."""
+
+    daemon_threads = True
+    timeout = 1.0  # how often the idle check runs
+
+    def __init__(self, path: str, idle: float) -> None:
+        self.idle = idle
+        self.active = 0
+        self.last_used = time.monotonic()
+        self.lock = threading.Lock()
+        self.backends: dict[tuple[t.Any, ...], Backend] = {}
+        self.state_lock = threading.Lock()  # the state database's migration check is not thread-safe
+        super().__init__(path, _Handler)
+        self.inode = os.stat(path).st_ino
+        self.retired = False
+
+    def expired(self) -> bool:
+        with self.lock:
+            idle = self.active == 0 and (self.retired or time.monotonic() - self.last_used > self.idle)
+        try:
+            replaced = os.stat(self.server_address).st_ino != self.inode  # type: ignore[arg-type]
+        except OSError:
+            replaced = True
+        return idle or replaced
+
+    def backend(self, config: Config, agent: str | None) -> Backend:
+        """The kept backend for ``config`` (a new one when there is none or its connection died)."""
+        from llimabox.backends import get_backend
+
+        key = (config, agent)
+        with self.lock:
+            backend = self.backends.get(key)
+            if backend is not None and not backend.healthy():
+                log.info("connection to %s lost; reconnecting", backend.identity)
+                backend.close()
+                backend = None
+            if backend is None:
+                backend = get_backend(config)
+                log.info("connecting to %s", backend.identity)
+                backend.connect()
+                self.backends[key] = backend
+        return backend
+
+    def forget(self, backend: Backend) -> None:
+        with self.lock:
+            for key in [k for k, b in self.backends.items() if b is backend]:
+                del self.backends[key]
+        backend.close()
+
+    def close_all(self) -> None:
+        with self.lock:
+            backends, self.backends = list(self.backends.values()), {}
+        for backend in backends:
+            backend.close()
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: Mux
+    request: socket.socket
+
+    def handle(self) -> None:
+        if not _peer_is_us(self.request):
+            return
+        with self.server.lock:
+            self.server.active += 1
+        try:
+            self._serve()
+        finally:
+            with self.server.lock:
+                self.server.active -= 1
+                self.server.last_used = time.monotonic()
+
+    def _serve(self) -> None:
+        try:
+            msg, fds = _receive(self.request)
+        except (OSError, ValueError) as exc:
+            log.warning("bad request: %s", exc)
+            return
+        files = [os.fdopen(fd, mode, buffering=b) for fd, mode, b in zip(fds, ("rb", "wb", "wb"), (0, -1, -1), strict=False)]
+        done: t.Callable[[], None] | None = None
+        try:
+            if len(files) != 3 or msg.get("v") != PROTOCOL:
+                raise _Fallback("protocol mismatch")
+            if msg.get("version") != __version__:
+                self.server.retired = True  # llima-box was upgraded: let a new mux take over
+                raise _Fallback("another llima-box version")
+            code, done = self._run(msg, files)
+            reply: dict[str, t.Any] = {"exit": code}
+        except _Fallback as exc:
+            reply = {"fallback": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the client's one line
+            reply = {"exit": 125, "error": _message(exc)}
+        finally:
+            for f in files:
+                with contextlib.suppress(OSError):
+                    f.close()  # before replying: a reader of the client's stdout sees EOF with the exit
+        with contextlib.suppress(OSError):
+            self.request.sendall(json.dumps(reply).encode() + b"\n")
+        if done is not None:
+            with self.server.state_lock:
+                done()
+
+    def _run(self, msg: dict[str, t.Any], files: list[t.BinaryIO]) -> tuple[int, t.Callable[[], None]]:
+        from llimabox import api
+        from llimabox.config import load_config
+        from llimabox.errors import GuestUnreachable, SessionRefused
+
+        env = {str(k): str(v) for k, v in dict(msg["env"]).items()}
+        config = load_config(env, dict(msg.get("overrides") or {}))
+        if not config.mux or config.forward_agent:
+            raise _Fallback("mux off or agent forwarding")
+        agent = env.get("SSH_AUTH_SOCK")
+        if agent != os.environ.get("SSH_AUTH_SOCK") and not config.identity:
+            raise _Fallback("another SSH agent")
+        cwd, path = str(msg["cwd"]), msg.get("path")
+        where = os.path.join(cwd, str(path)) if path else cwd
+        for attempt in (1, 2):
+            backend = self.server.backend(config, agent)
+            with self.server.state_lock:
+                target = api.shell_target(backend, where)
+            try:
+                code = api.run_in_env(
+                    backend, target, [str(a) for a in msg["cmd"]], environ=env, pty=False,
+                    stdin=files[0], stdout=files[1], stderr=files[2], cancel_fd=self.request.fileno(),
+                )  # fmt: skip
+            except SessionRefused:
+                self.server.forget(backend)  # the kept connection died unnoticed: reconnect once
+                if attempt == 2:
+                    raise
+                continue
+            except GuestUnreachable:
+                self.server.forget(backend)
+                raise
+            return code, lambda: api.record_use(backend, target, code)
+        raise AssertionError("unreachable")
+
+
+def _message(exc: Exception) -> str:
+    from llimabox.errors import LlimaBoxError
+
+    if isinstance(exc, LlimaBoxError):
+        return str(exc)
+    log.exception("internal error")
+    return f"internal error in the llima-box mux: {type(exc).__name__}: {exc}"
+
+
+def _peer_is_us(sock: socket.socket) -> bool:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid == os.getuid()
+
+
+def _receive(sock: socket.socket) -> tuple[dict[str, t.Any], list[int]]:
+    head, fds, _flags, _addr = socket.recv_fds(sock, 65536, 3)
+    if len(head) < 4:
+        raise ValueError("short request")
+    (size,) = struct.unpack("!I", head[:4])
+    if size > _MAX_REQUEST:
+        raise ValueError("request too large")
+    body = head[4:]
+    while len(body) < size:
+        chunk = sock.recv(size - len(body))
+        if not chunk:
+            raise ValueError("truncated request")
+        body += chunk
+    return dict(json.loads(body)), fds
+
+
+def _idle_seconds() -> float:
+    from llimabox.config import load_config
+    from llimabox.errors import LlimaBoxError
+
+    try:
+        return max(1.0, load_config(os.environ).mux_idle)
+    except LlimaBoxError:
+        return 600.0
+
+
+def main() -> None:
+    """Serve until idle; exit at once when another mux holds the lock."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s llima-box mux[%(process)d]: %(message)s")
+    log.setLevel(logging.INFO)
+    path = socket_path()
+    if path is None:
+        return
+    directory = runtime_dir()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    lock = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    server = Mux(path, _idle_seconds())
+    os.chdir("/")
+    log.info("serving on %s", path)
+    try:
+        while not server.expired():
+            server.handle_request()
+    finally:
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == server.inode:
+                os.unlink(path)
+        server.server_close()
+        server.close_all()
+        log.info("idle: exiting")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The mux: ``shell -- CMD`` handed to a background process that keeps the guest connection open."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import signal
+import subprocess
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+
+from tests.test_e2e_ssh import LB
+
+
+@pytest.fixture
+def lb(guest: t.Any, tmp_path: Path) -> LB:
+    runner = LB(guest, tmp_path / "lbhome")
+    (tmp_path / "lbhome").mkdir()
+    (tmp_path / "lbhome" / "known_hosts").write_text(f"[127.0.0.1]:{guest.port} {guest.host_key_pub}")
+    return runner
+
+
+@pytest.fixture
+def project(guest: t.Any) -> str:
+    return guest.make_project("alice", "mux-" + os.urandom(3).hex())
+
+
+def mux_dir(lb: LB) -> Path:
+    return Path(lb.env["LLIMA_BOX_HOME"]) / "mux"
+
+
+def logins(lb: LB) -> int:
+    """How many connections to the guest the mux made."""
+    return (mux_dir(lb) / "log").read_text().count("connecting to ssh:")
+
+
+def test_commands_share_one_connection(lb: LB, project: str) -> None:
+    for code in (0, 3, 42, 0, 1):
+        r = lb("shell", project, "--", "sh", "-c", f"echo out; echo err >&2; exit {code}")
+        assert (r.returncode, r.stdout, r.stderr) == (code, b"out\n", b"err\n")
+    assert logins(lb) == 1
+    assert oct(mux_dir(lb).stat().st_mode & 0o777) == "0o700"
+
+
+def test_without_the_mux_nothing_is_left_running(lb: LB, project: str) -> None:
+    env = {**lb.env, "LLIMA_BOX_MUX": "0"}
+    r = lb("shell", project, "--", "printf", "%s|", "a b", "$(id)", env=env)
+    assert (r.returncode, r.stdout) == (0, b"a b|$(id)|")
+    assert not mux_dir(lb).exists()
+    (Path(lb.env["LLIMA_BOX_HOME"]) / "config.toml").write_text("mux = false\n")
+    r = lb("shell", project, "--", "true")
+    assert r.returncode == 0 and logins(lb) == 0  # the mux declined; the command ran directly
+
+
+def test_concurrent_commands(lb: LB, project: str) -> None:
+    def one(i: int) -> tuple[int, bytes]:
+        r = lb("shell", project, "--", "sh", "-c", f"cat; echo {i}", input=f"in{i}\n".encode())
+        return r.returncode, r.stdout
+
+    with cf.ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(one, range(20)))
+    assert results == [(0, f"in{i}\n{i}\n".encode()) for i in range(20)]
+
+
+def test_reconnects_after_the_connection_drops(lb: LB, project: str, guest: t.Any) -> None:
+    assert lb("shell", project, "--", "true").returncode == 0
+    guest.run(["pkill", "-KILL", "-u", "alice", "-x", "sshd"])
+    r = lb("shell", project, "--", "echo", "again")
+    assert (r.returncode, r.stdout) == (0, b"again\n"), r.stderr
+    assert logins(lb) == 2
+
+
+def test_a_killed_client_does_not_take_the_mux_down(lb: LB, project: str, guest: t.Any) -> None:
+    assert lb("shell", project, "--", "true").returncode == 0
+    proc = subprocess.Popen([*lb.base, "shell", project, "--", "sleep", "77"], env=lb.env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        if guest.run(["pgrep", "-f", "^sleep 77$"]).returncode == 0:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the command never started in the guest")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = lb("shell", project, "--", "echo", "still")
+    assert (r.returncode, r.stdout) == (0, b"still\n")
+    assert logins(lb) == 1
+
+
+def test_other_users_are_refused(lb: LB, project: str) -> None:
+    assert lb("shell", project, "--", "true").returncode == 0
+    sock_path = mux_dir(lb) / "sock"
+    os.chmod(mux_dir(lb), 0o755)  # even with the directory and socket opened up, the peer's uid is checked
+    os.chmod(sock_path, 0o777)
+    os.chmod(lb.env["LLIMA_BOX_HOME"], 0o755)
+    for parent in Path(lb.env["LLIMA_BOX_HOME"]).parents:
+        os.chmod(parent, os.stat(parent).st_mode | 0o005)
+    probe = (
+        "import json, socket, struct\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        f"s.connect({str(sock_path)!r})\n"
+        "body = json.dumps({'v': 1, 'cmd': ['touch', '/tmp/pwned'], 'cwd': '/', 'env': {}}).encode()\n"
+        "try:\n"
+        "    socket.send_fds(s, [struct.pack('!I', len(body)) + body], [0, 1, 2])\n"
+        "    print(repr(s.recv(100)))\n"
+        "except (BrokenPipeError, ConnectionResetError):\n"
+        "    print(repr(b''))\n"
+    )
+    r = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "python3", "-c", probe],
+                       capture_output=True, text=True, timeout=30, check=False)
+    assert r.stdout.strip() == "b''", r.stderr
+    assert not Path("/tmp/pwned").exists()
