@@ -32,7 +32,7 @@ if t.TYPE_CHECKING:
 
 __all__ = [
     "shell", "shell_target", "run_in_env", "record_use", "ShellTarget",
-    "create", "list_envs", "delete", "delete_all", "status", "provision", "open_backend",
+    "create", "create_in", "list_envs", "list_in", "delete", "delete_all", "status", "provision", "open_backend",
 ]  # fmt: skip
 
 log = logging.getLogger("llimabox")
@@ -266,18 +266,23 @@ def create(
     """
     backend = open_backend(config, overrides, accept_host_key)
     try:
-        project = _project(backend, path if path is not None else os.getcwd())
-        name = names.env_name(project)
-        version = _ensure_current(backend)
-        backend.check_verb("create", name, project)
-        store = _open_store()
-        try:
-            _upsert(store, backend, name, project, version)
-        finally:
-            store.close()
-        return name
+        return create_in(backend, path if path is not None else os.getcwd())
     finally:
         backend.close()
+
+
+def create_in(backend: Backend, path: str | os.PathLike[str]) -> str:
+    """:func:`create` on an open backend."""
+    project = _project(backend, path)
+    name = names.env_name(project)
+    version = _ensure_current(backend)
+    backend.check_verb("create", name, project)
+    store = _open_store()
+    try:
+        _upsert(store, backend, name, project, version)
+    finally:
+        store.close()
+    return name
 
 
 def _iso(value: object) -> str | None:
@@ -326,15 +331,20 @@ def list_envs(
     """
     backend = open_backend(config, overrides, accept_host_key)
     try:
-        live = guest.parse_list(backend.check_verb("list"))
-        store = _open_store()
-        try:
-            records = list(store.all(guest=backend.identity))
-        finally:
-            store.close()
-        return _reconcile(backend, live, records)
+        return list_in(backend)
     finally:
         backend.close()
+
+
+def list_in(backend: Backend) -> list[dict[str, t.Any]]:
+    """:func:`list_envs` on an open backend."""
+    live = guest.parse_list(backend.check_verb("list"))
+    store = _open_store()
+    try:
+        records = list(store.all(guest=backend.identity))
+    finally:
+        store.close()
+    return _reconcile(backend, live, records)
 
 
 def _delete_target(backend: Backend, store: Store, target: str | None) -> str:

@@ -9,7 +9,7 @@ __all__ = ["main"]
 
 def main() -> None:
     args = sys.argv[1:]
-    if "shell" in args and "--" in args:
+    if {"shell", "create", "list"}.intersection(args[:8]):
         from llimabox.mux import client
 
         code = client.run(args)

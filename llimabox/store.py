@@ -100,6 +100,11 @@ class Store:
         return self._engine
 
     def _migrate(self, engine: sa.Engine) -> None:
+        from llimabox.fastindex import HEAD_REVISION
+
+        with engine.connect() as conn:
+            if self._revision(conn) == HEAD_REVISION:
+                return  # current: no need to load Alembic (a tenth of a second)
         from alembic import command
         from alembic.config import Config
         from alembic.script import ScriptDirectory

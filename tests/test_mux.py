@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import os
 import signal
 import subprocess
@@ -37,7 +38,18 @@ def logins(lb: LB) -> int:
     return (mux_dir(lb) / "log").read_text().count("connecting to ssh:")
 
 
+def warm(lb: LB, project: str) -> None:
+    """Run a first command (directly: it starts the mux) and wait until the mux has connected."""
+    assert lb("shell", project, "--", "true").returncode == 0
+    for _ in range(400):
+        if (mux_dir(lb) / "sock").exists() and logins(lb) == 1:
+            return
+        time.sleep(0.025)
+    pytest.fail("the mux did not start: " + (mux_dir(lb) / "log").read_text())
+
+
 def test_commands_share_one_connection(lb: LB, project: str) -> None:
+    warm(lb, project)
     for code in (0, 3, 42, 0, 1):
         r = lb("shell", project, "--", "sh", "-c", f"echo out; echo err >&2; exit {code}")
         assert (r.returncode, r.stdout, r.stderr) == (code, b"out\n", b"err\n")
@@ -60,13 +72,14 @@ def test_concurrent_commands(lb: LB, project: str) -> None:
         r = lb("shell", project, "--", "sh", "-c", f"cat; echo {i}", input=f"in{i}\n".encode())
         return r.returncode, r.stdout
 
+    warm(lb, project)
     with cf.ThreadPoolExecutor(10) as pool:
         results = list(pool.map(one, range(20)))
     assert results == [(0, f"in{i}\n{i}\n".encode()) for i in range(20)]
 
 
 def test_reconnects_after_the_connection_drops(lb: LB, project: str, guest: t.Any) -> None:
-    assert lb("shell", project, "--", "true").returncode == 0
+    warm(lb, project)
     guest.run(["pkill", "-KILL", "-u", "alice", "-x", "sshd"])
     r = lb("shell", project, "--", "echo", "again")
     assert (r.returncode, r.stdout) == (0, b"again\n"), r.stderr
@@ -74,7 +87,7 @@ def test_reconnects_after_the_connection_drops(lb: LB, project: str, guest: t.An
 
 
 def test_a_killed_client_does_not_take_the_mux_down(lb: LB, project: str, guest: t.Any) -> None:
-    assert lb("shell", project, "--", "true").returncode == 0
+    warm(lb, project)
     proc = subprocess.Popen([*lb.base, "shell", project, "--", "sleep", "77"], env=lb.env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):
@@ -91,7 +104,7 @@ def test_a_killed_client_does_not_take_the_mux_down(lb: LB, project: str, guest:
 
 
 def test_other_users_are_refused(lb: LB, project: str) -> None:
-    assert lb("shell", project, "--", "true").returncode == 0
+    warm(lb, project)
     sock_path = mux_dir(lb) / "sock"
     os.chmod(mux_dir(lb), 0o755)  # even with the directory and socket opened up, the peer's uid is checked
     os.chmod(sock_path, 0o777)
@@ -113,3 +126,18 @@ def test_other_users_are_refused(lb: LB, project: str) -> None:
                        capture_output=True, text=True, timeout=30, check=False)
     assert r.stdout.strip() == "b''", r.stderr
     assert not Path("/tmp/pwned").exists()
+
+
+def test_create_and_list_share_the_connection_too(lb: LB, project: str, guest: t.Any) -> None:
+    warm(lb, project)
+    r = lb("create", project)
+    assert r.returncode == 0, r.stderr
+    name = r.stdout.decode().strip()
+    rows = {row["name"]: row for row in json.loads(lb("list", "--json").stdout)}
+    assert (rows[name]["project"], rows[name]["status"]) == (project, "running")
+    assert lb("shell", project, "--", "true").returncode == 0
+    assert logins(lb) == 1
+    bad = lb("create", project + "/missing")
+    assert bad.returncode == 2
+    assert bad.stderr.decode() == f"Error: llima-box-guest: project is not an existing directory: {project}/missing\n"
+    assert lb("create", "/etc").returncode == 2 and name in guest.run(["ls", "/var/lib/llima-box/envs"]).stdout

@@ -96,3 +96,15 @@ def test_unusable_state_dir(tmp_path):
 def test_hot_path_modules_do_not_import_sqlalchemy():
     code = "import sys, llimabox.fastindex, llimabox.config, llimabox.paths; print('sqlalchemy' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "False\n"
+
+
+def test_head_revision_constant_is_alembics_head():
+    """The store skips Alembic when a database is at HEAD_REVISION: it must be the newest migration."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from llimabox.store import migrations_dir
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    assert ScriptDirectory.from_config(cfg).get_heads() == [fastindex.HEAD_REVISION]

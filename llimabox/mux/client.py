@@ -19,10 +19,10 @@ __all__ = ["run", "parse"]
 
 _GLOBALS = ("--backend", "--host", "--identity")
 _ENV_KEEP = ("HOME", "USER", "LOGNAME", "SSH_AUTH_SOCK", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "TERM", "LANG", "COLORTERM")
-_START_TIMEOUT = 10.0
 
 
 class Request(t.NamedTuple):
+    op: str  # shell, create or list
     overrides: dict[str, str]
     path: str | None
     cmd: list[str]
@@ -30,10 +30,11 @@ class Request(t.NamedTuple):
 
 
 def parse(args: t.Sequence[str]) -> Request | None:
-    """``[--backend|--host|--identity VALUE]... shell [PATH] [-T] -- CMD...``, else ``None``."""
+    """``[--backend|--host|--identity VALUE]...`` then ``shell [PATH] [-T] -- CMD...``, ``create [PATH]``
+    or ``list --json``; anything else is ``None``."""
     overrides: dict[str, str] = {}
     i = 0
-    while i < len(args) and args[i] != "shell":
+    while i < len(args) and args[i] not in ("shell", "create", "list"):
         name, eq, value = args[i].partition("=")
         if name not in _GLOBALS:
             return None
@@ -43,8 +44,16 @@ def parse(args: t.Sequence[str]) -> Request | None:
             value, i = args[i + 1], i + 1
         overrides[name[2:]] = value
         i += 1
-    rest = list(args[i + 1 :])
-    if i >= len(args) or "--" not in rest:
+    if i >= len(args):
+        return None
+    op, rest = args[i], list(args[i + 1 :])
+    if op == "list":
+        return Request(op, overrides, None, [], True) if rest == ["--json"] else None
+    if op == "create":
+        if len(rest) > 1 or any(a.startswith("-") for a in rest):
+            return None
+        return Request(op, overrides, rest[0] if rest else None, [], True)
+    if "--" not in rest:
         return None
     sep = rest.index("--")
     before, cmd = rest[:sep], rest[sep + 1 :]
@@ -52,7 +61,7 @@ def parse(args: t.Sequence[str]) -> Request | None:
     paths = [a for a in before if a != "-T"]
     if not cmd or len(paths) > 1 or any(a.startswith("-") for a in paths):
         return None
-    return Request(overrides, paths[0] if paths else None, cmd, no_pty)
+    return Request(op, overrides, paths[0] if paths else None, cmd, no_pty)
 
 
 def _wanted(req: Request) -> bool:
@@ -81,44 +90,36 @@ def _connect(path: str) -> socket.socket | None:
     return sock
 
 
-def _start_and_connect(path: str) -> socket.socket | None:
+def _start(overrides: dict[str, str]) -> None:
+    """Start the mux in the background for the next command (this one runs directly meanwhile)."""
     import subprocess
-    import time
+
+    import llimabox
 
     directory = runtime_dir()
+    home = os.path.dirname(os.path.dirname(os.path.abspath(llimabox.__file__)))  # run this very package
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         log = os.open(os.path.join(directory, "log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     except OSError:
-        return None
-    import llimabox
-
-    home = os.path.dirname(os.path.dirname(os.path.abspath(llimabox.__file__)))  # run this very package
+        return
     try:
         subprocess.Popen(
-            [sys.executable, "-m", "llimabox.mux.server"],
+            [sys.executable, "-m", "llimabox.mux.server", json.dumps(overrides)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd=home,
         )  # fmt: skip
     except OSError:
-        return None
+        pass
     finally:
         os.close(log)
-    deadline = time.monotonic() + _START_TIMEOUT
-    delay = 0.002
-    while time.monotonic() < deadline:
-        sock = _connect(path)
-        if sock is not None:
-            return sock
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.05)
-    return None
 
 
 def _send(sock: socket.socket, req: Request) -> None:
     env = {k: v for k, v in os.environ.items() if k.startswith(("LLIMA_BOX_", "LC_")) or k in _ENV_KEEP}
     from llimabox import __version__
 
-    msg = {"v": PROTOCOL, "version": __version__, "overrides": req.overrides, "path": req.path, "cmd": req.cmd}
+    msg = {"v": PROTOCOL, "version": __version__, "op": req.op, "overrides": req.overrides, "path": req.path,
+           "cmd": req.cmd}  # fmt: skip
     body = json.dumps({**msg, "cwd": os.getcwd(), "env": env}).encode()
     socket.send_fds(sock, [struct.pack("!I", len(body)) + body], [0, 1, 2])
 
@@ -145,8 +146,9 @@ def run(args: t.Sequence[str]) -> int | None:
         os.getcwd()
     except OSError:
         return None
-    sock = _connect(path) or _start_and_connect(path)
+    sock = _connect(path)
     if sock is None:
+        _start(req.overrides)
         return None
     with sock:
         try:
@@ -159,6 +161,8 @@ def run(args: t.Sequence[str]) -> int | None:
             reply = {"exit": 125, "error": f"the llima-box mux failed: {exc}"}
     if reply.get("fallback"):
         return None
+    if reply.get("out"):
+        sys.stdout.write(str(reply["out"]))
     if reply.get("error"):
         sys.stderr.write("Error: " + " ".join(str(reply["error"]).split()) + "\n")
     return int(reply.get("exit", 125))

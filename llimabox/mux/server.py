@@ -81,6 +81,17 @@ class Mux(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 self.backends[key] = backend
         return backend
 
+    def warm_up(self, overrides: dict[str, str]) -> None:
+        """Connect as the command that started us would have, before we are asked."""
+        from llimabox.config import load_config
+
+        try:
+            config = load_config(os.environ, overrides)
+            if config.mux and not config.forward_agent:
+                self.backend(config, os.environ.get("SSH_AUTH_SOCK"))
+        except Exception as exc:  # noqa: BLE001 - the first request will report it properly
+            log.info("warm-up failed: %s", exc)
+
     def forget(self, backend: Backend) -> None:
         with self.lock:
             for key in [k for k, b in self.backends.items() if b is backend]:
@@ -124,12 +135,15 @@ class _Handler(socketserver.BaseRequestHandler):
             if msg.get("version") != __version__:
                 self.server.retired = True  # llima-box was upgraded: let a new mux take over
                 raise _Fallback("another llima-box version")
-            code, done = self._run(msg, files)
-            reply: dict[str, t.Any] = {"exit": code}
+            if msg.get("op", "shell") == "shell":
+                code, done = self._run(msg, files)
+                reply: dict[str, t.Any] = {"exit": code}
+            else:
+                reply = self._manage(msg)
         except _Fallback as exc:
             reply = {"fallback": str(exc)}
         except Exception as exc:  # noqa: BLE001 - every failure becomes the client's one line
-            reply = {"exit": 125, "error": _message(exc)}
+            reply = {"exit": 125 if msg.get("op", "shell") == "shell" else _exit_code(exc), "error": _message(exc)}
         finally:
             for f in files:
                 with contextlib.suppress(OSError):
@@ -140,10 +154,9 @@ class _Handler(socketserver.BaseRequestHandler):
             with self.server.state_lock:
                 done()
 
-    def _run(self, msg: dict[str, t.Any], files: list[t.BinaryIO]) -> tuple[int, t.Callable[[], None]]:
-        from llimabox import api
+    def _setting(self, msg: dict[str, t.Any]) -> tuple[Config, dict[str, str], str | None, str]:
+        """The client's configuration, environment, agent socket and the path it means."""
         from llimabox.config import load_config
-        from llimabox.errors import GuestUnreachable, SessionRefused
 
         env = {str(k): str(v) for k, v in dict(msg["env"]).items()}
         config = load_config(env, dict(msg.get("overrides") or {}))
@@ -153,26 +166,60 @@ class _Handler(socketserver.BaseRequestHandler):
         if agent != os.environ.get("SSH_AUTH_SOCK") and not config.identity:
             raise _Fallback("another SSH agent")
         cwd, path = str(msg["cwd"]), msg.get("path")
-        where = os.path.join(cwd, str(path)) if path else cwd
+        return config, env, agent, os.path.join(cwd, str(path)) if path else cwd
+
+    def _manage(self, msg: dict[str, t.Any]) -> dict[str, t.Any]:
+        """``create`` and ``list --json``: the answer is a line of text."""
+        from llimabox import api
+
+        config, _env, agent, where = self._setting(msg)
+        if msg["op"] == "create":
+            out = self._retrying(config, agent, lambda backend: api.create_in(backend, where))
+        elif msg["op"] == "list":
+            out = json.dumps(self._retrying(config, agent, api.list_in), indent=2)
+        else:
+            raise _Fallback(f"unknown operation {msg['op']!r}")
+        return {"exit": 0, "out": out + "\n"}
+
+    def _retrying(
+        self, config: Config, agent: str | None, work: t.Callable[[Backend], t.Any], uses_state: bool = True
+    ) -> t.Any:
+        """``work(backend)`` on the kept backend; once more on a new connection when the kept one had died.
+
+        ``uses_state``: ``work`` touches the state database, whose migration check is not thread-safe.
+        """
+        from llimabox.errors import GuestUnreachable, SessionRefused
+
         for attempt in (1, 2):
             backend = self.server.backend(config, agent)
-            with self.server.state_lock:
-                target = api.shell_target(backend, where)
             try:
-                code = api.run_in_env(
-                    backend, target, [str(a) for a in msg["cmd"]], environ=env, pty=False,
-                    stdin=files[0], stdout=files[1], stderr=files[2], cancel_fd=self.request.fileno(),
-                )  # fmt: skip
+                with self.server.state_lock if uses_state else contextlib.nullcontext():
+                    return work(backend)
             except SessionRefused:
-                self.server.forget(backend)  # the kept connection died unnoticed: reconnect once
+                self.server.forget(backend)
                 if attempt == 2:
                     raise
-                continue
             except GuestUnreachable:
                 self.server.forget(backend)
                 raise
-            return code, lambda: api.record_use(backend, target, code)
         raise AssertionError("unreachable")
+
+    def _run(self, msg: dict[str, t.Any], files: list[t.BinaryIO]) -> tuple[int, t.Callable[[], None]]:
+        from llimabox import api
+
+        config, env, agent, where = self._setting(msg)
+        with self.server.state_lock:
+            target = api.shell_target(self.server.backend(config, agent), where)
+
+        def run(backend: Backend) -> int:
+            return api.run_in_env(
+                backend, target, [str(a) for a in msg["cmd"]], environ=env, pty=False,
+                stdin=files[0], stdout=files[1], stderr=files[2], cancel_fd=self.request.fileno(),
+            )  # fmt: skip
+
+        code = self._retrying(config, agent, run, uses_state=False)
+        backend = self.server.backend(config, agent)
+        return code, lambda: api.record_use(backend, target, code)
 
 
 def _message(exc: Exception) -> str:
@@ -182,6 +229,12 @@ def _message(exc: Exception) -> str:
         return str(exc)
     log.exception("internal error")
     return f"internal error in the llima-box mux: {type(exc).__name__}: {exc}"
+
+
+def _exit_code(exc: Exception) -> int:
+    from llimabox.errors import LlimaBoxError
+
+    return exc.exit_code if isinstance(exc, LlimaBoxError) else 1
 
 
 def _peer_is_us(sock: socket.socket) -> bool:
@@ -216,6 +269,17 @@ def _idle_seconds() -> float:
         return 600.0
 
 
+def _overrides() -> dict[str, str]:
+    """The global options of the command that started us (argv[1], JSON)."""
+    import sys
+
+    try:
+        value = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
 def main() -> None:
     """Serve until idle; exit at once when another mux holds the lock."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s llima-box mux[%(process)d]: %(message)s")
@@ -234,8 +298,11 @@ def main() -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     server = Mux(path, _idle_seconds())
+    with open(os.path.join(directory, "pid"), "w", encoding="ascii") as f:
+        f.write(f"{os.getpid()}\n")
     os.chdir("/")
     log.info("serving on %s", path)
+    threading.Thread(target=server.warm_up, args=(_overrides(),), daemon=True).start()
     try:
         while not server.expired():
             server.handle_request()
