@@ -26,7 +26,7 @@ import typing as t
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.guest import PREFIX, Guest  # noqa: E402
+from tests.guest import PREFIX, Guest
 
 Row = tuple[str, float, str, float, str]  # what, ms, baseline, baseline ms, goal
 

@@ -18,7 +18,9 @@ from llimabox.mux import PROTOCOL, runtime_dir, socket_path
 __all__ = ["run", "parse"]
 
 _GLOBALS = ("--backend", "--host", "--identity")
-_ENV_KEEP = ("HOME", "USER", "LOGNAME", "SSH_AUTH_SOCK", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "TERM", "LANG", "COLORTERM")
+_ENV_KEEP = (
+    "HOME", "USER", "LOGNAME", "SSH_AUTH_SOCK", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "TERM", "LANG", "COLORTERM",
+)  # fmt: skip
 
 
 class Request(t.NamedTuple):

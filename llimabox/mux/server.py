@@ -127,7 +127,8 @@ class _Handler(socketserver.BaseRequestHandler):
         except (OSError, ValueError) as exc:
             log.warning("bad request: %s", exc)
             return
-        files = [os.fdopen(fd, mode, buffering=b) for fd, mode, b in zip(fds, ("rb", "wb", "wb"), (0, -1, -1), strict=False)]
+        modes = (("rb", 0), ("wb", -1), ("wb", -1))  # stdin unbuffered: the pump reads its descriptor
+        files = [os.fdopen(fd, mode, buffering=b) for fd, (mode, b) in zip(fds, modes, strict=False)]
         done: t.Callable[[], None] | None = None
         try:
             if len(files) != 3 or msg.get("v") != PROTOCOL:
