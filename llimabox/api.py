@@ -21,6 +21,7 @@ from llimabox.errors import (
     GuestScriptFailed,
     GuestUnreachable,
     HostKeyError,
+    InvalidInput,
     LlimaBoxError,
     StateError,
 )
@@ -276,10 +277,12 @@ def create_in(backend: Backend, path: str | os.PathLike[str]) -> str:
     project = _project(backend, path)
     name = names.env_name(project)
     version = _ensure_current(backend)
-    backend.check_verb("create", name, project)
     store = _open_store()
     try:
-        _upsert(store, backend, name, project, version)
+        store.all(guest=backend.identity)  # a state database we cannot use fails before the guest changes
+        with store.changing_envs():
+            backend.check_verb("create", name, project)
+            _upsert(store, backend, name, project, version)
     finally:
         store.close()
     return name
@@ -357,6 +360,18 @@ def _delete_target(backend: Backend, store: Store, target: str | None) -> str:
     return rec.name if rec is not None else names.env_name(where)
 
 
+def _delete_verb(backend: Backend, name: str) -> bytes:
+    """Run the guest's delete of ``name``; return its stderr (notes)."""
+    from llimabox.backends.base import one_line
+
+    code, _, err = backend.run_verb("delete", name)
+    if code == 2:
+        raise InvalidInput(one_line(err, "guest delete: bad argument"))
+    if code != 0:
+        raise GuestScriptFailed(one_line(err, f"guest delete failed with exit status {code}"))
+    return err
+
+
 def delete(
     target: str | None = None,
     *,
@@ -374,12 +389,16 @@ def delete(
     store = _open_store()
     try:
         name = _delete_target(backend, store, target)
-        if store.get(name) is None:
-            live = guest.parse_list(backend.check_verb("list"))
-            if name not in {env.name for env in live}:
-                raise EnvNotFound(f"no env {target or name!r} on {backend.identity}")
-        backend.check_verb("delete", name)
-        store.delete(name)
+        with store.changing_envs():
+            known = store.get(name) is not None
+            if not known and name not in {env.name for env in guest.parse_list(backend.check_verb("list"))}:
+                # maybe half-made (an interrupted create): the guest's delete cleans that up, and says
+                # "nothing to delete" when there was nothing at all
+                if b"llima-box-guest: no env " in _delete_verb(backend, name):
+                    raise EnvNotFound(f"no env {target or name!r} on {backend.identity}")
+                return name
+            _delete_verb(backend, name)
+            store.delete(name)
         return name
     finally:
         store.close()
@@ -396,16 +415,17 @@ def delete_all(
     backend = open_backend(config, overrides, accept_host_key)
     store = _open_store()
     try:
-        live = guest.parse_list(backend.check_verb("list"))
-        todo = sorted({env.name for env in live} | {rec.name for rec in store.all(guest=backend.identity)})
-        done, failed = [], []
-        for name in todo:
-            try:
-                backend.check_verb("delete", name)
-                done.append(name)
-            except LlimaBoxError as exc:
-                failed.append(f"{name}: {exc}")
-        store.delete_many(done)
+        with store.changing_envs():
+            live = guest.parse_list(backend.check_verb("list"))
+            todo = sorted({env.name for env in live} | {rec.name for rec in store.all(guest=backend.identity)})
+            done, failed = [], []
+            for name in todo:
+                try:
+                    backend.check_verb("delete", name)
+                    done.append(name)
+                except LlimaBoxError as exc:
+                    failed.append(f"{name}: {exc}")
+            store.delete_many(done)
         if failed:
             raise GuestScriptFailed(f"{len(failed)} env(s) not deleted: " + "; ".join(failed))
         return done
