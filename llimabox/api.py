@@ -279,7 +279,7 @@ def create_in(backend: Backend, path: str | os.PathLike[str]) -> str:
     version = _ensure_current(backend)
     store = _open_store()
     try:
-        store.all(guest=backend.identity)  # a state database we cannot use fails before the guest changes
+        store.touch(name)  # a state database we cannot write fails before the guest changes
         with store.changing_envs():
             backend.check_verb("create", name, project)
             _upsert(store, backend, name, project, version)

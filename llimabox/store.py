@@ -62,6 +62,14 @@ def _record(row: Env) -> EnvRecord:
                      _utc(row.last_used_at), row.guest_version)
 
 
+def _disk_full(directory: Path) -> bool:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path) -> t.Iterator[None]:
     """An exclusive ``flock`` on ``path`` (created when missing) for the block."""
@@ -99,7 +107,7 @@ class Store:
     def _explain(self, reason: str) -> str:
         if "locked" in reason or "busy" in reason:
             return f"state database {self.path} is locked by another process; try again"
-        if "full" in reason:
+        if "full" in reason or ("I/O error" in reason and _disk_full(self.path.parent)):
             return f"state database {self.path}: the disk is full; nothing was changed"
         if "readonly" in reason or "read-only" in reason or "unable to open" in reason:
             if not os.access(self.path.parent, os.W_OK) or not os.access(self.path, os.W_OK):
@@ -203,10 +211,10 @@ class Store:
             s.execute(stmt)
 
     def touch(self, name: str, when: datetime.datetime | None = None) -> None:
+        """Record that ``name`` was used (one UPDATE: it takes the write lock even when no row matches)."""
+        stamp = _naive(when or datetime.datetime.now(UTC))
         with self._session() as s:
-            row = s.get(Env, name)
-            if row is not None:
-                row.last_used_at = _naive(when or datetime.datetime.now(UTC))
+            s.execute(sa.update(Env).where(Env.name == name).values(last_used_at=stamp))
 
     def delete(self, name: str) -> bool:
         with self._session() as s:
