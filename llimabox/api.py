@@ -80,6 +80,7 @@ class ShellTarget:
     cwd: str | None
     known: bool  # the state database knows this env
     fast: bool = False  # ... and the fast index answered
+    recorded: bool = False  # not known before: recorded just now, before the command
 
 
 def _find_containing(identity: str, where: str) -> ShellTarget | None:
@@ -115,8 +116,24 @@ def shell_target(backend: Backend, path: str | os.PathLike[str]) -> ShellTarget:
     return ShellTarget(names.env_name(where), where, None, known=False)
 
 
+def _record_first_use(backend: Backend, target: ShellTarget) -> None:
+    """Before the first command in a new env: record it (so a ``delete`` meanwhile drops the record
+    with the env, and nothing records it again afterwards); never raises."""
+    try:
+        store = _open_store()
+        try:
+            _upsert(store, backend, target.name, target.project, None)
+        finally:
+            store.close()
+    except Exception as exc:
+        log.warning("could not record the env in the state database: %s", exc)
+        return
+    target.recorded = True
+
+
 def record_use(backend: Backend, target: ShellTarget, code: int) -> None:
-    """After the command: touch or insert the env's record; never raises."""
+    """After the command: touch the env's record (or drop the one made before, when enter made no
+    env); never raises, never inserts (an env deleted meanwhile stays deleted)."""
     try:
         if target.fast:
             from llimabox import fastindex, paths
@@ -126,14 +143,14 @@ def record_use(backend: Backend, target: ShellTarget, code: int) -> None:
                 return
             except fastindex.FastIndexUnavailable:
                 pass
-        if not target.known and code in _SKIP_RECORD:
+        if not target.known and not target.recorded:
             return
         store = _open_store()
         try:
             if target.known:
                 store.touch(target.name)
-            else:
-                _upsert(store, backend, target.name, target.project, None)
+            elif code in _SKIP_RECORD:
+                store.delete(target.name)
         finally:
             store.close()
     except Exception as exc:
@@ -222,12 +239,18 @@ def run_in_env(
     ``kwargs`` go to :meth:`Backend.enter` (pty, forward_agent, the streams, cancel_fd).
     """
     env = {k: v for k, v in environ.items() if guest.ENV_VARS.match(k)}
+    if not target.known:
+        _record_first_use(backend, target)
     try:
-        return backend.enter(target.name, target.project, list(cmd), cwd=target.cwd, env=env, **kwargs)
-    except GuestNotProvisioned:
-        if not _try_upgrade(backend):
-            raise
-        return backend.enter(target.name, target.project, list(cmd), cwd=target.cwd, env=env, **kwargs)
+        try:
+            return backend.enter(target.name, target.project, list(cmd), cwd=target.cwd, env=env, **kwargs)
+        except GuestNotProvisioned:
+            if not _try_upgrade(backend):
+                raise
+            return backend.enter(target.name, target.project, list(cmd), cwd=target.cwd, env=env, **kwargs)
+    except LlimaBoxError:
+        record_use(backend, target, _SKIP_RECORD[-1])
+        raise
 
 
 def _isatty(f: t.Any, default: t.Any) -> bool:

@@ -48,14 +48,15 @@ def test_ten_creates_of_different_projects_at_once(guest: Guest) -> None:
         assert lb(guest, home, "delete", n, "--yes").returncode == 0
 
 
-def test_delete_while_a_shell_runs(guest: Guest) -> None:
+@pytest.mark.parametrize("made_by", ["create", "shell"])
+def test_delete_while_a_shell_runs(guest: Guest, made_by: str) -> None:
     home, project = new_home(guest), _project(guest)
-    r = lb(guest, home, "create", project)
-    assert r.returncode == 0, r.stderr
-    name = r.stdout.decode().strip()
+    if made_by == "create":
+        assert lb(guest, home, "create", project).returncode == 0
     shell = lb_popen(guest, home, "shell", project, "--", "sh", "-c", "echo started; exec sleep 300")
-    assert shell.stdout.readline() == b"started\n"
-    r = lb(guest, home, "delete", name, "--yes")
+    assert shell.stdout is not None and shell.stdout.readline() == b"started\n"
+    (name,) = db_names(guest, home)
+    r = lb(guest, home, "delete", project, "--yes")
     assert r.returncode == 0, r.stderr
     code, _, _ = finish(shell, timeout=30)
     assert code != 0  # the command was ended by the delete
