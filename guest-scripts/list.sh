@@ -20,7 +20,7 @@ for dir in "$LB_STATE"/envs/lb-*; do
 	alive=false
 	holder_alive "$name" && alive=true
 	project='' created='' mode=''
-	{ read -r project <"$dir/project"; } 2>/dev/null || true
+	{ IFS= read -r project <"$dir/project"; } 2>/dev/null || true # keeps leading and trailing blanks
 	{ read -r created <"$dir/created"; } 2>/dev/null || true
 	{ read -r mode <"$dir/mode"; } 2>/dev/null || true
 	project=${project//\\/\\\\} # a JSON string: paths hold no control characters (checked on create)
