@@ -156,6 +156,7 @@ make_env() {
 		-M -U -l -d "/home/$name" -s /bin/bash -c "llima-box env" "$name" ||
 		fail "useradd $name failed"
 	if [[ ! -d $home ]]; then
+		rm -rf --one-file-system "$home.new" # left by an interrupted create
 		mkdir -m 0700 "$home.new"
 		cp -a /etc/skel/. "$home.new/" 2>/dev/null || true
 		chown -R --no-dereference "$name:$name" "$home.new"
@@ -176,6 +177,8 @@ start_holder() {
 	((owner != 0)) || bad "project belongs to root: $project"
 	root=$LB_RUN/roots/$name
 	log=$LB_RUN/$name.log
+	kill_holders "$name" # a holder left by an interrupted start
+	rm -f "$(holder_file "$name")"
 	mkdir -p "$root"
 	rm -f "$root.fifo"
 	mkfifo -m 0600 "$root.fifo"
@@ -186,10 +189,30 @@ start_holder() {
 			3>&1 >/dev/null 2>"$log" 9>&-
 	)
 	[[ $ready == ready\ * ]] || fail "could not start env $name: $(tail -n 1 "$log" 2>/dev/null)"
-	local pid stat f
+	local pid stat f holder
 	read -r _ pid mode <<<"$ready"
 	read -r stat <"/proc/$pid/stat"
 	read -r -a f <<<"${stat##*) }"
-	printf '%s %s\n' "$pid" "${f[19]}" >"$(holder_file "$name")"
+	# the mode first, the holder file last and atomically: it is what the unlocked fast path trusts
 	printf '%s\n' "$mode" >"$(env_dir "$name")/mode"
+	holder=$(holder_file "$name")
+	printf '%s %s\n' "$pid" "${f[19]}" >"$holder.new"
+	mv -f "$holder.new" "$holder"
+}
+
+# kill_holders NAME: SIGKILL every holder process of NAME (also one whose start was interrupted
+# before its holder file was written), and wait until they are gone
+kill_holders() {
+	local c pid want pids=()
+	want="/bin/bash"$'\x01'"$LB_LIB/holder.sh"$'\x01'"$1"$'\x01'
+	for c in /proc/[0-9]*/cmdline; do
+		pid=${c//[^0-9]/}
+		[[ -O /proc/$pid ]] || continue # holders run as root; nothing an env user runs can match
+		[[ $(tr '\0' '\001' <"$c" 2>/dev/null) == "$want"* ]] && pids+=("$pid")
+	done
+	((${#pids[@]})) || return 0
+	kill -KILL "${pids[@]}" 2>/dev/null || true
+	for pid in "${pids[@]}"; do
+		while [[ -e /proc/$pid ]]; do sleep 0.01; done
+	done
 }

@@ -20,16 +20,14 @@ kill_uid() {
 }
 
 delete_locked() {
-	local name=$1 pid uid=
-	if [[ ! -d $(env_dir "$name") ]] && ! user_exists "$name"; then
+	local name=$1 uid=
+	if [[ ! -d $(env_dir "$name") && ! -d $(env_dir "$name").new && ! -e $(holder_file "$name") ]] &&
+		! user_exists "$name"; then
+		kill_holders "$name"
 		echo "llima-box-guest: no env $name (nothing to delete)" >&2
 		return 0
 	fi
-	if holder_alive "$name"; then
-		pid=$HOLDER_PID
-		kill -KILL "$pid"
-		while [[ -e /proc/$pid ]]; do sleep 0.01; done
-	fi
+	kill_holders "$name"
 	if user_exists "$name"; then
 		uid=$(id -u "$name")
 		((uid >= LB_UID_MIN && uid <= LB_UID_MAX)) || fail "$name is not an env user (uid $uid)"
@@ -38,7 +36,7 @@ delete_locked() {
 	fi
 	rm -rf --one-file-system "$(env_home "$name")" "$(env_home "$name").new"
 	rm -rf "$(env_dir "$name")" "$(env_dir "$name").new"
-	rm -f "$(holder_file "$name")" "$LB_RUN/$name.log" "$LB_RUN/roots/$name.fifo"
+	rm -f "$(holder_file "$name")" "$(holder_file "$name").new" "$LB_RUN/$name.log" "$LB_RUN/roots/$name.fifo"
 	rmdir "$LB_RUN/roots/$name" 2>/dev/null || true
 }
 

@@ -69,6 +69,51 @@ unbind_agent() {
 
 (($#)) || set -- /bin/bash -l
 [[ $1 != *=* ]] || bad "a command name may not contain '='"
+
+# The caller: the first ancestor that is not sudo (sshd's session for a remote caller). When it is
+# gone (the connection dropped, the caller was killed) while CMD still runs, CMD gets SIGHUP, as
+# from a closed terminal, instead of running on forever. The watcher polls once a second.
+proc_stat() { # proc_stat PID: set STAT_PPID, STAT_START, STAT_COMM (fails when PID is gone)
+	local stat f
+	read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
+	STAT_COMM=${stat#*(} STAT_COMM=${STAT_COMM%)*}
+	read -r -a f <<<"${stat##*) }"
+	STAT_PPID=${f[1]} STAT_START=${f[19]}
+}
+hangup_descendants() { # SIGHUP every process below $$ but the watcher itself
+	local c stat f todo=("$$") kids=() p
+	declare -A children=()
+	for c in /proc/[0-9]*/stat; do
+		read -r stat 2>/dev/null <"$c" || continue
+		read -r -a f <<<"${stat##*) }"
+		children[${f[1]}]+=" ${c//[^0-9]/}"
+	done
+	while ((${#todo[@]})); do
+		p=${todo[0]} todo=("${todo[@]:1}")
+		for c in ${children[$p]:-}; do
+			[[ $c == "$BASHPID" ]] && continue
+			kids+=("$c") todo+=("$c")
+		done
+	done
+	((${#kids[@]} == 0)) || kill -HUP "${kids[@]}" 2>/dev/null || true
+}
+watch_caller() {
+	local caller=$1 caller_start=$2 self_start=$3
+	while sleep 1; do
+		proc_stat "$$" && [[ $STAT_START == "$self_start" ]] || return 0 # CMD is over
+		if ! proc_stat "$caller" || [[ $STAT_START != "$caller_start" ]]; then
+			hangup_descendants
+			return 0
+		fi
+	done
+}
+caller=$PPID
+while proc_stat "$caller" && [[ $STAT_COMM == sudo ]]; do caller=$STAT_PPID; done
+if proc_stat "$caller" && ((caller > 1)); then
+	caller_start=$STAT_START
+	proc_stat "$$"
+	watch_caller "$caller" "$caller_start" "$STAT_START" </dev/null >/dev/null 2>&1 9>&- &
+fi
 ctty=()
 [[ -t 0 ]] && ctty=(--ctty)
 

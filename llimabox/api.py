@@ -21,6 +21,7 @@ from llimabox.errors import (
     GuestScriptFailed,
     GuestUnreachable,
     HostKeyError,
+    InvalidInput,
     LlimaBoxError,
     StateError,
 )
@@ -79,6 +80,7 @@ class ShellTarget:
     cwd: str | None
     known: bool  # the state database knows this env
     fast: bool = False  # ... and the fast index answered
+    recorded: bool = False  # not known before: recorded just now, before the command
 
 
 def _find_containing(identity: str, where: str) -> ShellTarget | None:
@@ -114,8 +116,24 @@ def shell_target(backend: Backend, path: str | os.PathLike[str]) -> ShellTarget:
     return ShellTarget(names.env_name(where), where, None, known=False)
 
 
+def _record_first_use(backend: Backend, target: ShellTarget) -> None:
+    """Before the first command in a new env: record it (so a ``delete`` meanwhile drops the record
+    with the env, and nothing records it again afterwards); never raises."""
+    try:
+        store = _open_store()
+        try:
+            _upsert(store, backend, target.name, target.project, None)
+        finally:
+            store.close()
+    except Exception as exc:
+        log.warning("could not record the env in the state database: %s", exc)
+        return
+    target.recorded = True
+
+
 def record_use(backend: Backend, target: ShellTarget, code: int) -> None:
-    """After the command: touch or insert the env's record; never raises."""
+    """After the command: touch the env's record (or drop the one made before, when enter made no
+    env); never raises, never inserts (an env deleted meanwhile stays deleted)."""
     try:
         if target.fast:
             from llimabox import fastindex, paths
@@ -125,14 +143,14 @@ def record_use(backend: Backend, target: ShellTarget, code: int) -> None:
                 return
             except fastindex.FastIndexUnavailable:
                 pass
-        if not target.known and code in _SKIP_RECORD:
+        if not target.known and not target.recorded:
             return
         store = _open_store()
         try:
             if target.known:
                 store.touch(target.name)
-            else:
-                _upsert(store, backend, target.name, target.project, None)
+            elif code in _SKIP_RECORD:
+                store.delete(target.name)
         finally:
             store.close()
     except Exception as exc:
@@ -221,12 +239,18 @@ def run_in_env(
     ``kwargs`` go to :meth:`Backend.enter` (pty, forward_agent, the streams, cancel_fd).
     """
     env = {k: v for k, v in environ.items() if guest.ENV_VARS.match(k)}
+    if not target.known:
+        _record_first_use(backend, target)
     try:
-        return backend.enter(target.name, target.project, list(cmd), cwd=target.cwd, env=env, **kwargs)
-    except GuestNotProvisioned:
-        if not _try_upgrade(backend):
-            raise
-        return backend.enter(target.name, target.project, list(cmd), cwd=target.cwd, env=env, **kwargs)
+        try:
+            return backend.enter(target.name, target.project, list(cmd), cwd=target.cwd, env=env, **kwargs)
+        except GuestNotProvisioned:
+            if not _try_upgrade(backend):
+                raise
+            return backend.enter(target.name, target.project, list(cmd), cwd=target.cwd, env=env, **kwargs)
+    except LlimaBoxError:
+        record_use(backend, target, _SKIP_RECORD[-1])
+        raise
 
 
 def _isatty(f: t.Any, default: t.Any) -> bool:
@@ -276,10 +300,12 @@ def create_in(backend: Backend, path: str | os.PathLike[str]) -> str:
     project = _project(backend, path)
     name = names.env_name(project)
     version = _ensure_current(backend)
-    backend.check_verb("create", name, project)
     store = _open_store()
     try:
-        _upsert(store, backend, name, project, version)
+        store.touch(name)  # a state database we cannot write fails before the guest changes
+        with store.changing_envs():
+            backend.check_verb("create", name, project)
+            _upsert(store, backend, name, project, version)
     finally:
         store.close()
     return name
@@ -357,6 +383,18 @@ def _delete_target(backend: Backend, store: Store, target: str | None) -> str:
     return rec.name if rec is not None else names.env_name(where)
 
 
+def _delete_verb(backend: Backend, name: str) -> bytes:
+    """Run the guest's delete of ``name``; return its stderr (notes)."""
+    from llimabox.backends.base import one_line
+
+    code, _, err = backend.run_verb("delete", name)
+    if code == 2:
+        raise InvalidInput(one_line(err, "guest delete: bad argument"))
+    if code != 0:
+        raise GuestScriptFailed(one_line(err, f"guest delete failed with exit status {code}"))
+    return err
+
+
 def delete(
     target: str | None = None,
     *,
@@ -374,12 +412,16 @@ def delete(
     store = _open_store()
     try:
         name = _delete_target(backend, store, target)
-        if store.get(name) is None:
-            live = guest.parse_list(backend.check_verb("list"))
-            if name not in {env.name for env in live}:
-                raise EnvNotFound(f"no env {target or name!r} on {backend.identity}")
-        backend.check_verb("delete", name)
-        store.delete(name)
+        with store.changing_envs():
+            known = store.get(name) is not None
+            if not known and name not in {env.name for env in guest.parse_list(backend.check_verb("list"))}:
+                # maybe half-made (an interrupted create): the guest's delete cleans that up, and says
+                # "nothing to delete" when there was nothing at all
+                if b"llima-box-guest: no env " in _delete_verb(backend, name):
+                    raise EnvNotFound(f"no env {target or name!r} on {backend.identity}")
+                return name
+            _delete_verb(backend, name)
+            store.delete(name)
         return name
     finally:
         store.close()
@@ -396,16 +438,17 @@ def delete_all(
     backend = open_backend(config, overrides, accept_host_key)
     store = _open_store()
     try:
-        live = guest.parse_list(backend.check_verb("list"))
-        todo = sorted({env.name for env in live} | {rec.name for rec in store.all(guest=backend.identity)})
-        done, failed = [], []
-        for name in todo:
-            try:
-                backend.check_verb("delete", name)
-                done.append(name)
-            except LlimaBoxError as exc:
-                failed.append(f"{name}: {exc}")
-        store.delete_many(done)
+        with store.changing_envs():
+            live = guest.parse_list(backend.check_verb("list"))
+            todo = sorted({env.name for env in live} | {rec.name for rec in store.all(guest=backend.identity)})
+            done, failed = [], []
+            for name in todo:
+                try:
+                    backend.check_verb("delete", name)
+                    done.append(name)
+                except LlimaBoxError as exc:
+                    failed.append(f"{name}: {exc}")
+            store.delete_many(done)
         if failed:
             raise GuestScriptFailed(f"{len(failed)} env(s) not deleted: " + "; ".join(failed))
         return done

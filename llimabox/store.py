@@ -62,6 +62,27 @@ def _record(row: Env) -> EnvRecord:
                      _utc(row.last_used_at), row.guest_version)
 
 
+def _disk_full(directory: Path) -> bool:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> t.Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created when missing) for the block."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class Store:
     """The envs table of one state database file."""
 
@@ -75,6 +96,8 @@ class Store:
             yield
         except exc.OperationalError as e:
             raise StateError(self._explain(str(e.orig))) from None
+        except exc.IntegrityError as e:
+            raise StateError(f"state database {self.path}: {e.orig}") from None
         except exc.DatabaseError as e:
             raise StateError(f"{self.path}: not a llima-box database (corrupt?): {e.orig}; "
                              "move it away to start fresh") from None
@@ -83,7 +106,12 @@ class Store:
 
     def _explain(self, reason: str) -> str:
         if "locked" in reason or "busy" in reason:
-            return f"state database {self.path} is locked by another llima-box; try again"
+            return f"state database {self.path} is locked by another process; try again"
+        if "full" in reason or ("I/O error" in reason and _disk_full(self.path.parent)):
+            return f"state database {self.path}: the disk is full; nothing was changed"
+        if "readonly" in reason or "read-only" in reason or "unable to open" in reason:
+            if not os.access(self.path.parent, os.W_OK) or not os.access(self.path, os.W_OK):
+                return f"state database {self.path} is read-only (its directory or file is not writable)"
         return f"state database {self.path}: {reason}"
 
     def _open(self) -> sa.Engine:
@@ -105,21 +133,29 @@ class Store:
         with engine.connect() as conn:
             if self._revision(conn) == HEAD_REVISION:
                 return  # current: no need to load Alembic (a tenth of a second)
-        from alembic import command
         from alembic.config import Config
         from alembic.script import ScriptDirectory
 
         cfg = Config()
         cfg.set_main_option("script_location", str(migrations_dir()))
-        known = {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
-        with engine.begin() as conn:
-            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-            current = self._revision(conn)
-            if current is not None and current not in known:
-                raise StateError(f"{self.path} was written by a newer llima-box (schema {current}); "
-                                 "upgrade llima-box")
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        scripts = ScriptDirectory.from_config(cfg)
+        with _file_lock(self.path.with_name(self.path.name + ".lock")), engine.begin() as conn:
+            self._upgrade(conn, cfg, {s.revision for s in scripts.walk_revisions()})
+
+    def _upgrade(self, conn: sa.Connection, cfg: t.Any, known: set[str]) -> None:
+        """Migrate to the head revision (holding the migration lock: one process at a time)."""
+        from alembic import command
+
+        current = self._revision(conn)
+        if current is not None and current not in known:
+            raise StateError(f"{self.path} was written by a newer llima-box (schema {current}); "
+                             "upgrade llima-box")
+        if current is None and sa.inspect(conn).get_table_names():
+            raise StateError(f"{self.path} is not a llima-box database (it has other tables); "
+                             "move it away to start fresh")
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
 
     @staticmethod
     def _revision(conn: sa.Connection) -> str | None:
@@ -161,17 +197,24 @@ class Store:
             return [_record(row) for row in s.scalars(query)]
 
     def upsert(self, record: EnvRecord) -> None:
+        """Insert or replace the record of ``record.name`` (one statement: safe against concurrent upserts)."""
+        from sqlalchemy.dialects.sqlite import insert
+
         values = dataclasses.asdict(record)
         values["created_at"] = _naive(record.created_at)
         values["last_used_at"] = _naive(record.last_used_at)
+        stmt = insert(Env).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Env.name], set_={k: stmt.excluded[k] for k in values if k != "name"}
+        )
         with self._session() as s:
-            s.merge(Env(**values))
+            s.execute(stmt)
 
     def touch(self, name: str, when: datetime.datetime | None = None) -> None:
+        """Record that ``name`` was used (one UPDATE: it takes the write lock even when no row matches)."""
+        stamp = _naive(when or datetime.datetime.now(UTC))
         with self._session() as s:
-            row = s.get(Env, name)
-            if row is not None:
-                row.last_used_at = _naive(when or datetime.datetime.now(UTC))
+            s.execute(sa.update(Env).where(Env.name == name).values(last_used_at=stamp))
 
     def delete(self, name: str) -> bool:
         with self._session() as s:
@@ -182,6 +225,22 @@ class Store:
         if names:
             with self._session() as s:
                 s.execute(sa.delete(Env).where(Env.name.in_(names)))
+
+    @contextlib.contextmanager
+    def changing_envs(self) -> t.Iterator[None]:
+        """Hold the host's env lock: a change of the guest's envs and its record happen as one step.
+
+        ``create`` holds it from the guest verb to the upsert, ``delete``/``delete-all`` from reading
+        the guest's list to dropping the records, so neither can undo half of the other.
+        """
+        with self._errors():
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            lock = _file_lock(self.path.with_name("envs.lock"))
+            lock.__enter__()
+        try:
+            yield
+        finally:
+            lock.__exit__(None, None, None)
 
     def close(self) -> None:
         if self._engine is not None:

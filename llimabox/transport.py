@@ -233,12 +233,14 @@ class Connection:
             if chan.closed and not chan.exit_status_ready():
                 chan.status_event.wait(0.2)
                 break
-        if not chan.exit_status_ready():
-            if transport is None or not transport.is_active():
+        code = chan.recv_exit_status() if chan.exit_status_ready() else -1
+        if code < 0:  # no exit status (paramiko reports a closed channel as ready, with -1)
+            # the guest's sshd ends a session with EOF then close, also when the command died of a
+            # signal (exit-signal carries no status here); without EOF it went down with the connection
+            if transport is None or not transport.is_active() or not chan.eof_received:
                 raise GuestUnreachable("connection to the guest was lost mid-command")
             return 255
-        code = chan.recv_exit_status()
-        return 255 if code < 0 else code
+        return code
 
     def run(
         self,

@@ -97,6 +97,21 @@ class Guest:
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.shared, ignore_errors=True)
 
+    def restart(self) -> None:
+        """Reboot the guest, as far as a reboot is visible to llima-box: every process but its init ends
+        (sshd, env holders, everything in the envs), ``/run`` and ``/tmp`` start empty, then sshd and the
+        provisioning (which runs at every boot) start again. Disk contents (``/var``, ``/home``, ``/Users``)
+        are kept, and so is the port."""
+        script = (
+            "kill -KILL -1 2>/dev/null || true; sleep 0.2; "  # in the guest's PID namespace: all but init and us
+            "umount -l /run && mount -t tmpfs guest-run /run && umount -l /tmp && mount -t tmpfs guest-tmp /tmp && "
+            "install -d -m 0755 /run/sshd && /usr/sbin/sshd -f /etc/ssh/llima_test_sshd_config && "
+            f"bash {shlex.quote(str(REPO / 'provision' / 'install.sh'))} --user alice --roots /Users/alice:/Users/bob"
+        )
+        r = self.run(["bash", "-c", script])
+        if r.returncode != 0:
+            raise GuestUnavailable(f"test guest did not restart: {r.stderr[-2000:]}")
+
     def argv(self, argv: list[str], user: str = "root", cwd: str | None = None) -> list[str]:
         """The argv that runs ``argv`` inside the guest as ``user``."""
         enter = ["nsenter", "-t", str(self.pid), "-m", "-p", "-u", "-i", "-r", "-w"]

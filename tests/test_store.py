@@ -81,7 +81,7 @@ def test_locked_database_fails_clearly(store):
     conn = sqlite3.connect(store.path)
     conn.execute("BEGIN EXCLUSIVE")
     try:
-        with pytest.raises(StateError, match="locked by another llima-box"):
+        with pytest.raises(StateError, match="locked by another process"):
             Store(store.path).upsert(rec("lb-c", "/a/c"))
     finally:
         conn.close()
