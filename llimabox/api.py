@@ -55,6 +55,8 @@ def open_backend(
 
 
 def _project(backend: Backend, path: str | os.PathLike[str]) -> str:
+    if not os.fspath(path):
+        raise InvalidInput("project path is empty")
     if backend.local_paths:
         return names.resolve_project(path)
     return names.normalise_project(os.path.abspath(path))

@@ -106,7 +106,7 @@ class Guest:
             "kill -KILL -1 2>/dev/null || true; sleep 0.2; "  # in the guest's PID namespace: all but init and us
             "umount -l /run && mount -t tmpfs guest-run /run && umount -l /tmp && mount -t tmpfs guest-tmp /tmp && "
             "install -d -m 0755 /run/sshd && /usr/sbin/sshd -f /etc/ssh/llima_test_sshd_config && "
-            f"bash {shlex.quote(str(REPO / 'provision' / 'install.sh'))} --user alice --roots /Users/alice:/Users/bob"
+            f"bash {shlex.quote(str(REPO / 'provision' / 'install.sh'))} --user alice --roots {shlex.quote(self.roots)}"
         )
         r = self.run(["bash", "-c", script])
         if r.returncode != 0:

@@ -69,6 +69,7 @@ def test_create_bad_input_is_2_and_makes_nothing(lb, project, guest) -> None:
         (project / "missing", "not an existing directory"),
         ("/etc", "system directory"),
         (guest.shared / "bob" / "..", "allowed root itself"),
+        ("", "project path is empty"),
     ):
         result = lb("create", str(bad))
         assert result.exit_code == 2, (bad, result.stderr)
