@@ -32,7 +32,7 @@ FIELDS: list[tuple[str, type, object, str]] = [
     ("serve_max_sessions", int, 10, "serve: concurrent sessions per account"),
     ("serve_idle_timeout", float, 3600.0, "serve: seconds without traffic before a session is closed (0: never)"),
     ("serve_login_grace", float, 60.0, "serve: seconds a connection may take to authenticate"),
-    ("serve_auth_delay", float, 0.5, "serve: delay after a failed login, doubled per further failure (max 8 s)"),
+    ("serve_auth_delay", float, 0.5, "serve: delay after a failed login, doubled per further failure (up to 16 times, 8 s at most)"),
     ("serve_lockout_user", int, 10, "serve: failed logins of one account before it is locked out"),
     ("serve_lockout_source", int, 30, "serve: failed logins from one address before it is locked out"),
     ("serve_lockout_seconds", float, 900.0, "serve: how long a lockout lasts (failures older than that are forgotten)"),

@@ -36,6 +36,7 @@ def serve(g: Globals, listen: str, host_key: str | None) -> int:
                         format="llima-box serve: %(levelname)s: %(message)s")
     if not g.debug:
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     from llimabox.serve import server
 
     return server.run(config, listen, host_key, lambda msg: click.echo(f"llima-box serve: {msg}", err=True))

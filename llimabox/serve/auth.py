@@ -1,7 +1,7 @@
 """Authentication for ``serve``: PAM passwords, authorized keys, and rate limiting.
 
 Failed logins are counted per account and per source address: each failure delays the
-answer (``serve_auth_delay``, doubled per further failure, at most 8 s) and too many within
+answer (``serve_auth_delay``, doubled per further failure up to 16 times that, at most 8 s) and too many within
 ``serve_lockout_seconds`` lock the account or the address out for that long.
 """
 
@@ -58,16 +58,18 @@ class RateLimiter:
                     return kind
         return None
 
-    def failure(self, user: str, source: str) -> float:
-        """Count a failure; return how long to delay the answer."""
+    def failure(self, user: str | None, source: str) -> float:
+        """Count a failure (of the source only when ``user`` is None); return how long to delay the answer."""
         now = self.clock()
         with self._lock:
             counts = []
             for key in (("user", user), ("source", source)):
+                if key[1] is None:
+                    continue
                 fails = self._recent(key, now)
                 fails.append(now)
                 counts.append(len(fails))
-        return min(self.base_delay * 2 ** (max(counts) - 1), _MAX_DELAY) if self.base_delay > 0 else 0.0
+        return min(self.base_delay * 2 ** min(max(counts) - 1, 4), _MAX_DELAY)
 
     def success(self, user: str) -> None:
         """A successful login forgets the account's failures (not the source's)."""
@@ -117,7 +119,10 @@ class Authenticator:
         user = login.partition("+")[0]
         locked = self.limiter.locked(user, source)
         if locked:
+            # a locked account's further attempts count against the source, without extending the lock
             self.audit.auth(login, user, source, method, "locked", f"{locked} locked out")
+            if locked == "user":
+                self.limiter.failure(None, source)
             return None
         try:
             parse_login(login)

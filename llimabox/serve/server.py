@@ -327,7 +327,7 @@ class Server:
             transport.start_server(server=conn)
             conn.run(self.config.serve_login_grace)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            log.info("connection from %s: %s", source, exc)
+            log.debug("connection from %s: %s", source, exc)
         except Exception:  # noqa: BLE001 - one connection's failure must not take the server down
             log.exception("connection from %s failed", source)
         finally:
