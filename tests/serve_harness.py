@@ -12,7 +12,6 @@ import typing as t
 
 import paramiko
 
-from llimabox.serve.session import process_tree
 from tests.guest import Guest, free_port
 
 STATE = "/var/lib/llima-box-serve-test"
@@ -63,8 +62,10 @@ class Serve:
             return f.read()[-3000:]
 
     def terminate(self, timeout: float = 60) -> int:
-        """SIGTERM to the server (the process below nsenter); its exit status."""
-        for pid in process_tree(self.proc.pid):
+        """SIGTERM to the server (the child of nsenter); its exit status."""
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children", encoding="ascii") as f:
+            children = [int(pid) for pid in f.read().split()]
+        for pid in children:
             try:
                 os.kill(pid, signal.SIGTERM)
             except OSError:

@@ -250,3 +250,25 @@ def test_lockout_per_user_and_per_source(guest: t.Any, box: Serve, tmp_path: t.A
     auth = [r for r in strict.audit("--user", "dave")["auth"]]
     results = [r["result"] for r in auth[-31:]]
     assert results[:10] == ["failure"] * 10 and "locked" in results
+
+
+def test_idle_timeout_and_sigterm_end_sessions(guest: t.Any, box: Serve, tmp_path: t.Any) -> None:
+    server = Serve(guest, str(tmp_path), serve_idle_timeout=1)
+    try:
+        transport = server.login("alice+web", PASSWORDS["alice"])
+        code, _, err = run_channel(transport, "sleep 4321")
+        assert code == 129 and b"llima-box: closing the session after 1 s without traffic" in err
+        chan = transport.open_session()
+        chan.exec_command("echo started; while :; do sleep 0.2; echo tick; done")
+        _read_until(chan, rb"started\n(tick\n){8}")  # traffic keeps it open past the idle timeout
+        assert server.terminate() == 0
+        chan.settimeout(30)
+        assert b"llima-box: the server is shutting down" in chan.makefile_stderr().read()
+        assert chan.recv_exit_status() == 129
+    finally:
+        server.stop()
+    for pattern in ("sleep 4321", "echo tick"):
+        assert guest.run(["pgrep", "-f", pattern]).returncode == 1
+    commands = ("sleep 4321", "echo started; while :; do sleep 0.2; echo tick; done")
+    ended = [s for s in server.audit()["sessions"] if s["command"] in commands]
+    assert len(ended) == 2 and all(s["ended_at"] and s["exit_status"] == 129 for s in ended)
