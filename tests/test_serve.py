@@ -253,9 +253,15 @@ def test_lockout_per_user_and_per_source(guest: t.Any, box: Serve, tmp_path: t.A
 
 
 def test_idle_timeout_and_sigterm_end_sessions(guest: t.Any, box: Serve, tmp_path: t.Any) -> None:
-    server = Serve(guest, str(tmp_path), serve_idle_timeout=1)
+    server = Serve(guest, str(tmp_path), serve_idle_timeout=1, serve_tcp_forwarding=1, serve_sftp=1)
     try:
         transport = server.login("alice+web", PASSWORDS["alice"])
+        # when configured: ssh -L and sftp (inside the env, in the project)
+        chan = transport.open_channel("direct-tcpip", ("127.0.0.1", box.port), ("127.0.0.1", 0))
+        assert chan.makefile("rb").readline().startswith(b"SSH-2.0-llima-box")
+        chan.close()
+        with paramiko.SFTPClient.from_transport(transport) as sftp:
+            assert "made-by-env" in sftp.listdir(".") and sftp.normalize(".") == WEB
         code, _, err = run_channel(transport, "sleep 4321")
         assert code == 129 and b"llima-box: closing the session after 1 s without traffic" in err
         chan = transport.open_session()
