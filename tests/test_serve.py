@@ -231,7 +231,7 @@ def test_audit_records_everything(box: Serve) -> None:
 
 def test_lockout_per_user_and_per_source(guest: t.Any, box: Serve, tmp_path: t.Any) -> None:
     strict = Serve(guest, str(tmp_path), serve_lockout_user=10, serve_lockout_source=25,
-                   serve_auth_delay=0.001, serve_lockout_seconds=600)
+                   serve_auth_delay=0.001, serve_lockout_seconds=600, serve_max_sessions=1)
     try:
         for _ in range(30):
             with pytest.raises(paramiko.AuthenticationException):
@@ -242,7 +242,12 @@ def test_lockout_per_user_and_per_source(guest: t.Any, box: Serve, tmp_path: t.A
                 strict.login(login, password, source=source).close()
         transport = strict.login("bob+secret", PASSWORDS["bob"], source="127.0.0.2")
         try:
-            assert run_channel(transport, "cat secret.txt")[:2] == (0, b"top-secret\n")
+            first = transport.open_session()
+            first.exec_command("cat secret.txt; sleep 600")
+            _read_until(first, rb"top-secret\n")
+            code, _, err = run_channel(transport, "true")  # at most one session at a time here
+            assert code == 1 and b"too many sessions of bob (at most 1)" in err
+            first.close()
         finally:
             transport.close()
     finally:
@@ -278,3 +283,10 @@ def test_idle_timeout_and_sigterm_end_sessions(guest: t.Any, box: Serve, tmp_pat
     commands = ("sleep 4321", "echo started; while :; do sleep 0.2; echo tick; done")
     ended = [s for s in server.audit()["sessions"] if s["command"] in commands]
     assert len(ended) == 2 and all(s["ended_at"] and s["exit_status"] == 129 for s in ended)
+
+
+def test_serve_needs_root_and_a_valid_address(guest: t.Any, box: Serve) -> None:
+    r = guest.run(["llima-box", "serve", "--listen", "127.0.0.1:2222"], user="alice")
+    assert r.returncode == 2 and r.stderr == "Error: serve must run as root (it enters every account's envs)\n"
+    r = guest.run(["env", "LLIMA_BOX_HOME=/var/tmp/lb-serve-bad", "llima-box", "serve", "--listen", "nowhere"])
+    assert r.returncode == 2 and r.stderr.startswith("Error: --listen 'nowhere'") and len(r.stderr.splitlines()) == 1

@@ -29,6 +29,7 @@ __all__ = ["RateLimiter", "Authenticator", "authorized_keys"]
 
 log = logging.getLogger("llimabox.serve")
 _MAX_DELAY = 8.0
+_MAX_KEYS = 100_000
 _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
               "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
 
@@ -44,6 +45,8 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def _recent(self, key: tuple[str, str], now: float) -> collections.deque[float]:
+        if len(self._fails) > _MAX_KEYS:  # made-up user names must not grow this without bound
+            self._fails = {k: v for k, v in self._fails.items() if v and v[-1] > now - self.window}
         fails = self._fails.setdefault(key, collections.deque())
         while fails and fails[0] <= now - self.window:
             fails.popleft()
@@ -63,10 +66,10 @@ class RateLimiter:
         now = self.clock()
         with self._lock:
             counts = []
-            for key in (("user", user), ("source", source)):
-                if key[1] is None:
+            for kind, value in (("user", user), ("source", source)):
+                if value is None:
                     continue
-                fails = self._recent(key, now)
+                fails = self._recent((kind, value), now)
                 fails.append(now)
                 counts.append(len(fails))
         return min(self.base_delay * 2 ** min(max(counts) - 1, 4), _MAX_DELAY)

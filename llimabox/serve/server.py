@@ -78,7 +78,11 @@ def _generate_host_key(path: Path) -> None:
 
 
 def _handle_channel_request(chan: paramiko.Channel, m: paramiko.Message) -> None:
-    """paramiko ignores ``signal`` requests: pass them to the session, everything else on."""
+    """paramiko ignores ``signal`` requests: pass them to the session, everything else on.
+
+    After a request is answered, the session learns it: its thread must not send data or close
+    the channel before the client has the reply to its exec or shell request.
+    """
     pos = m.packet.tell()
     if m.get_text() == "signal":
         m.get_boolean()
@@ -90,6 +94,10 @@ def _handle_channel_request(chan: paramiko.Channel, m: paramiko.Message) -> None
         return
     m.packet.seek(pos)
     paramiko.Channel._handle_request(chan, m)
+    conn = chan.transport.server_object if chan.transport else None
+    session = conn.sessions.get(chan.get_id()) if isinstance(conn, Connection) else None
+    if session is not None:
+        session.replied.set()  # the reply to exec/shell is out: the session may write and close
 
 
 class Connection(paramiko.ServerInterface):

@@ -148,6 +148,7 @@ class Session:
         self.bytes_in = self.bytes_out = 0
         self.last_activity = time.monotonic()
         self.thread: threading.Thread | None = None
+        self.replied = threading.Event()  # set once the start request has been answered
         self._lock = threading.Lock()
 
     # -- channel requests (called in the transport's thread: never block) --
@@ -183,6 +184,7 @@ class Session:
             if self.started or self.closing:
                 return False
             self.started = True
+        self.replied.clear()
         self.thread = threading.Thread(target=self._run, args=(kind, command), name=f"session-{kind}", daemon=True)
         self.thread.start()
         return True
@@ -227,6 +229,7 @@ class Session:
             pass
 
     def _run(self, kind: str, command: str | None) -> None:
+        self.replied.wait(10)
         server, account = self.conn.server, self.conn.account
         audit_id = None
         code: int | None = 1
