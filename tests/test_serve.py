@@ -160,6 +160,27 @@ def test_pty_shell_follows_resize_and_signals(box: Serve) -> None:
         transport.close()
 
 
+def test_signal_request_reaches_the_command(box: Serve) -> None:
+    from paramiko.common import cMSG_CHANNEL_REQUEST
+
+    transport = box.login("alice+web", PASSWORDS["alice"])
+    try:
+        chan = transport.open_session()
+        chan.exec_command("trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.1; done")
+        _read_until(chan, rb"ready\n")
+        m = paramiko.Message()  # RFC 4254 6.9; paramiko's client has no call for it
+        m.add_byte(cMSG_CHANNEL_REQUEST)
+        m.add_int(chan.remote_chanid)
+        m.add_string("signal")
+        m.add_boolean(False)
+        m.add_string("TERM")
+        transport._send_user_message(m)
+        _read_until(chan, rb"got-term\n")
+        assert chan.recv_exit_status() == 3
+    finally:
+        transport.close()
+
+
 def test_forwarding_x11_and_subsystems_refused(box: Serve) -> None:
     transport = box.login("alice+web", PASSWORDS["alice"])
     try:
@@ -258,8 +279,12 @@ def test_lockout_per_user_and_per_source(guest: t.Any, box: Serve, tmp_path: t.A
 
 
 def test_idle_timeout_and_sigterm_end_sessions(guest: t.Any, box: Serve, tmp_path: t.Any) -> None:
-    server = Serve(guest, str(tmp_path), serve_idle_timeout=1, serve_tcp_forwarding=1, serve_sftp=1)
+    server = Serve(guest, str(tmp_path), serve_idle_timeout=1, serve_tcp_forwarding=1, serve_sftp=1,
+                   serve_default_project="web")
     try:
+        plain = server.login("alice", PASSWORDS["alice"])  # a plain USER lands in the default project
+        assert run_channel(plain, "pwd")[:2] == (0, f"{WEB}\n".encode())
+        plain.close()
         transport = server.login("alice+web", PASSWORDS["alice"])
         # when configured: ssh -L and sftp (inside the env, in the project)
         chan = transport.open_channel("direct-tcpip", ("127.0.0.1", box.port), ("127.0.0.1", 0))
