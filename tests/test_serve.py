@@ -290,6 +290,7 @@ def test_idle_timeout_and_sigterm_end_sessions(guest: t.Any, box: Serve, tmp_pat
         chan = transport.open_channel("direct-tcpip", ("127.0.0.1", box.port), ("127.0.0.1", 0))
         assert chan.makefile("rb").readline().startswith(b"SSH-2.0-llima-box")
         chan.close()
+        guest.run(["touch", f"{WEB}/made-by-env"], user="alice").check_returncode()
         with paramiko.SFTPClient.from_transport(transport) as sftp:
             assert "made-by-env" in sftp.listdir(".") and sftp.normalize(".") == WEB
         code, _, err = run_channel(transport, "sleep 4321")
