@@ -1,4 +1,7 @@
-"""``llima-box serve`` for real: as root in the test guest, driven by OpenSSH (ssh, sshpass) and paramiko."""
+"""``llima-box serve`` for real: as root in the test guest, driven by OpenSSH (ssh, sshpass) and paramiko.
+
+The tests share one server (``box``) and run in file order: the audit test checks the rows of all before it.
+"""
 
 from __future__ import annotations
 
@@ -77,6 +80,7 @@ def test_refused_logins(box: Serve, login: str, password: str) -> None:
 
 
 def test_plain_user_lists_envs(box: Serve) -> None:
+    assert _alice(box, "true").returncode == 0  # the env of web exists
     r = _alice(box, "true", login="alice")
     err = r.stderr.decode()
     assert r.returncode == 1 and len(err.splitlines()) == 1, err
