@@ -197,11 +197,11 @@ class Session:
             if self.closing:
                 return
             self.closing = True
-        if message:
-            self._stderr(message)
-        threading.Thread(target=self._reap, name="session-end", daemon=True).start()
+        threading.Thread(target=self._reap, args=(message,), name="session-end", daemon=True).start()
 
-    def _reap(self) -> None:
+    def _reap(self, message: str | None) -> None:
+        if message:
+            self._stderr(message)  # here, not in the caller: a client that does not read may block it
         for sig, wait in ((signal.SIGHUP, 2.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
             proc = self.proc
             if proc is None or proc.poll() is not None:
