@@ -400,29 +400,33 @@ class Session:
                     view = view[os.write(master, view):]
 
             threading.Thread(target=self._feed, args=(write, lambda: None), daemon=True).start()
-            while True:
-                ready, _, _ = select.select([master], [], [], 0.2)
-                if not ready:
-                    if proc.poll() is not None:
-                        break
-                    continue
-                try:
-                    data = os.read(master, _CHUNK)
-                except OSError as exc:
-                    if exc.errno == errno.EIO:
-                        break
-                    raise
-                if not data:
-                    break
-                self._touch(sent=len(data))
-                try:
-                    self.channel.sendall(data)
-                except (OSError, EOFError):
-                    break
+            self._drain_master(master, proc)
             return _status(proc.wait())
         finally:
             self.master = None
             os.close(master)
+
+    def _drain_master(self, master: int, proc: subprocess.Popen[bytes]) -> None:
+        """PTY → channel, until the terminal hangs up, or the process is gone and nothing is left."""
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if not ready:
+                if proc.poll() is not None:
+                    return
+                continue
+            try:
+                data = os.read(master, _CHUNK)
+            except OSError as exc:
+                if exc.errno == errno.EIO:
+                    return
+                raise
+            if not data:
+                return
+            self._touch(sent=len(data))
+            try:
+                self.channel.sendall(data)
+            except (OSError, EOFError):
+                return
 
 
 class _Closing(Exception):
