@@ -34,6 +34,7 @@ __all__ = ["Server", "Connection", "parse_listen", "load_host_key", "run"]
 log = logging.getLogger("llimabox.serve")
 _MAX_AUTH_FAILURES = 6  # per connection, like OpenSSH's MaxAuthTries
 _SHUTDOWN_GRACE = 15.0
+_MAX_CONNECTIONS = 512  # open connections, authenticated or not (one thread each)
 _BANNER = "SSH-2.0-llima-box"
 
 
@@ -314,6 +315,12 @@ class Server:
             except TimeoutError:
                 continue
             except InterruptedError:
+                continue
+            with self._lock:
+                full = len(self.connections) >= _MAX_CONNECTIONS
+            if full:
+                log.warning("refused a connection from %s: %d connections open", addr[0], _MAX_CONNECTIONS)
+                client.close()
                 continue
             client.settimeout(None)
             threading.Thread(target=self._connection, args=(client, addr[0]), name=f"conn-{addr[0]}",
