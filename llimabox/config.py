@@ -24,6 +24,21 @@ FIELDS: list[tuple[str, type, object, str]] = [
     ("sudo", bool, True, "run the guest scripts through sudo -n (unless the guest user is root)"),
     ("mux", bool, True, "keep the guest connection open in a background process for `shell -- CMD`"),
     ("mux_idle", float, 600.0, "seconds the background connection stays open unused"),
+    ("serve_group", str, "llima-box", "serve: only members of this group may log in"),
+    ("serve_pam_service", str, "llima-box", "serve: the PAM service for passwords"),
+    ("serve_projects_root", str, "~", "serve: where an account's projects are (~ is its home, {user} its name)"),
+    ("serve_default_project", str, None, "serve: the project a plain USER login lands in (default: refused)"),
+    ("serve_authorized_keys", str, "~/.ssh/authorized_keys",
+     "serve: an account's public keys (~ and {user} as above)"),
+    ("serve_max_sessions", int, 10, "serve: concurrent sessions per account"),
+    ("serve_idle_timeout", float, 3600.0, "serve: seconds without traffic before a session is closed (0: never)"),
+    ("serve_login_grace", float, 60.0, "serve: seconds a connection may take to authenticate"),
+    ("serve_auth_delay", float, 0.5, "serve: delay after a failed login, doubled per further failure (up to 16 times, 8 s at most)"),
+    ("serve_lockout_user", int, 10, "serve: failed logins of one account before it is locked out"),
+    ("serve_lockout_source", int, 30, "serve: failed logins from one address before it is locked out"),
+    ("serve_lockout_seconds", float, 900.0, "serve: how long a lockout lasts (failures older than that are forgotten)"),
+    ("serve_tcp_forwarding", bool, False, "serve: allow direct-tcpip (ssh -L) connections from the box"),
+    ("serve_sftp", bool, False, "serve: allow the sftp subsystem (runs sftp-server inside the env)"),
 ]
 
 
@@ -42,6 +57,20 @@ class Config:
     sudo: bool = True
     mux: bool = True
     mux_idle: float = 600.0
+    serve_group: str = "llima-box"
+    serve_pam_service: str = "llima-box"
+    serve_projects_root: str = "~"
+    serve_default_project: str | None = None
+    serve_authorized_keys: str = "~/.ssh/authorized_keys"
+    serve_max_sessions: int = 10
+    serve_idle_timeout: float = 3600.0
+    serve_login_grace: float = 60.0
+    serve_auth_delay: float = 0.5
+    serve_lockout_user: int = 10
+    serve_lockout_source: int = 30
+    serve_lockout_seconds: float = 900.0
+    serve_tcp_forwarding: bool = False
+    serve_sftp: bool = False
 
 
 _TYPES = {key: typ for key, typ, _, _ in FIELDS}
@@ -54,9 +83,9 @@ def _coerce(key: str, value: object, where: str) -> object:
         low = value.strip().lower()
         if typ is bool and low in _TRUE | _FALSE:
             return low in _TRUE
-        if typ is float:
+        if typ in (float, int):
             try:
-                return float(value)
+                return typ(value)
             except ValueError:
                 pass
     elif isinstance(value, typ) or (typ is float and isinstance(value, int) and not isinstance(value, bool)):

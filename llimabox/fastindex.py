@@ -12,7 +12,7 @@ import sqlite3
 
 __all__ = ["HEAD_REVISION", "FastIndexUnavailable", "find_containing", "touch"]
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 
 class FastIndexUnavailable(Exception):

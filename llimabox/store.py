@@ -18,7 +18,7 @@ from sqlalchemy import exc
 from sqlalchemy.orm import Session
 
 from llimabox.errors import StateError
-from llimabox.models import Env
+from llimabox.models import AuthAttempt, Env, SessionLog
 
 __all__ = ["EnvRecord", "Store", "migrations_dir"]
 
@@ -83,8 +83,22 @@ def _file_lock(path: Path) -> t.Iterator[None]:
         os.close(fd)
 
 
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(UTC)
+
+
+def _row_dict(row: t.Any) -> dict[str, t.Any]:
+    out = {}
+    for column in row.__table__.columns:
+        value = getattr(row, column.key)
+        if isinstance(value, datetime.datetime):
+            value = _utc(value).isoformat().replace("+00:00", "Z")  # type: ignore[union-attr]
+        out[column.key] = value
+    return out
+
+
 class Store:
-    """The envs table of one state database file."""
+    """The envs table (and the audit tables of ``serve``) of one state database file."""
 
     def __init__(self, path: os.PathLike[str] | str) -> None:
         self.path = Path(path)
@@ -241,6 +255,47 @@ class Store:
             yield
         finally:
             lock.__exit__(None, None, None)
+
+    # -- the audit tables of ``llima-box serve`` --
+
+    def add_auth(self, login: str, user: str, source: str, method: str, result: str,
+                 detail: str | None = None) -> None:
+        """Record one authentication attempt (now)."""
+        with self._session() as s:
+            s.add(AuthAttempt(at=_naive(_now()), login=login, user=user, source=source, method=method,
+                              result=result, detail=detail))
+
+    def start_session(self, user: str, source: str, env: str | None, project: str | None, kind: str,
+                      command: str | None) -> int:
+        """Record the start of a session (now); returns its id for :meth:`end_session`."""
+        with self._session() as s:
+            row = SessionLog(user=user, source=source, env=env, project=project, kind=kind, command=command,
+                             started_at=_naive(_now()), bytes_in=0, bytes_out=0)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def end_session(self, session_id: int, exit_status: int | None, bytes_in: int, bytes_out: int) -> None:
+        """Record the end of a session (now)."""
+        with self._session() as s:
+            row = s.get(SessionLog, session_id)
+            if row is not None:
+                row.ended_at = _naive(_now())
+                row.exit_status, row.bytes_in, row.bytes_out = exit_status, bytes_in, bytes_out
+
+    def audit(self, user: str | None = None, since: datetime.datetime | None = None) -> dict[str, list[dict]]:
+        """Authentication attempts and sessions, oldest first; datetimes as ISO 8601 UTC strings."""
+        auth = sa.select(AuthAttempt).order_by(AuthAttempt.id)
+        sessions = sa.select(SessionLog).order_by(SessionLog.id)
+        if user is not None:
+            auth = auth.where(AuthAttempt.user == user)
+            sessions = sessions.where(SessionLog.user == user)
+        if since is not None:
+            auth = auth.where(AuthAttempt.at >= _naive(since))
+            sessions = sessions.where(SessionLog.started_at >= _naive(since))
+        with self._session() as s:
+            return {"auth": [_row_dict(r) for r in s.scalars(auth)],
+                    "sessions": [_row_dict(r) for r in s.scalars(sessions)]}
 
     def close(self) -> None:
         if self._engine is not None:

@@ -108,3 +108,39 @@ def test_head_revision_constant_is_alembics_head():
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     assert ScriptDirectory.from_config(cfg).get_heads() == [fastindex.HEAD_REVISION]
+
+
+def test_upgrade_from_0001_keeps_rows(tmp_path):
+    """A database of the first schema (envs only) gains the audit tables and keeps its envs."""
+    from alembic import command
+    from alembic.config import Config
+    import sqlalchemy as sa
+
+    from llimabox.store import migrations_dir
+
+    path = tmp_path / "state.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.exec_driver_sql("INSERT INTO envs (name, project, backend, guest, created_at, guest_version) "
+                             "VALUES ('lb-old', '/a/old', 'local', 'local', '2026-01-02 03:04:05', 1)")
+    engine.dispose()
+    store = Store(path)
+    try:
+        assert store.schema_revision() == "0002" == fastindex.HEAD_REVISION
+        old = store.get("lb-old")
+        created = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+        assert (old.project, old.created_at) == ("/a/old", created)
+        store.add_auth("alice+web", "alice", "10.0.0.1", "password", "failure", "bad password")
+        sid = store.start_session("alice", "10.0.0.1", "lb-web", "/home/alice/web", "exec", "make test")
+        store.end_session(sid, 2, 10, 20)
+        rows = store.audit(user="alice")
+        assert [(r["login"], r["result"]) for r in rows["auth"]] == [("alice+web", "failure")]
+        assert [(r["command"], r["exit_status"], r["bytes_in"], r["bytes_out"]) for r in rows["sessions"]] == [
+            ("make test", 2, 10, 20)]
+        assert store.audit(user="bob") == {"auth": [], "sessions": []}
+    finally:
+        store.close()

@@ -15,6 +15,7 @@ from llimabox import __version__
 from llimabox.cli._common import CONTEXT_SETTINGS, Globals
 from llimabox.cli.envs import create, delete, delete_all, list_envs
 from llimabox.cli.guest import provision, status
+from llimabox.cli.serve import audit, serve
 from llimabox.cli.shell import shell
 
 __all__ = ["main", "cli"]
@@ -104,7 +105,7 @@ def cli(
         logging.basicConfig(level=logging.DEBUG, format="llima-box: %(levelname)s: %(message)s")
 
 
-for _command in (shell, create, list_envs, delete, delete_all, status, provision):
+for _command in (shell, create, list_envs, delete, delete_all, status, provision, serve, audit):
     cli.add_command(_command)
 
 main = cli

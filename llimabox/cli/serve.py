@@ -1,0 +1,71 @@
+"""The multi-user SSH server: ``serve`` and its ``audit`` log."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from llimabox.cli._common import CONTEXT_SETTINGS, Globals, pass_globals
+
+__all__ = ["serve", "audit"]
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--listen", required=True, metavar="ADDR:PORT", help="Where to listen, e.g. 0.0.0.0:2222.")
+@click.option("--host-key", metavar="FILE", help="Host key (default: one generated in the state dir).")
+@pass_globals
+def serve(g: Globals, listen: str, host_key: str | None) -> int:
+    """Run an SSH server (as root) where each account lands in its own project envs.
+
+    Log in as USER+PROJECT to reach the env of the project PROJECT under USER's projects root.
+    Only members of the group llima-box (serve_group) may log in; root never does.
+
+    \b
+    Example:
+        sudo llima-box serve --listen 0.0.0.0:2222
+        ssh -p 2222 alice+web@box make test
+    """
+    import logging
+    import os
+
+    from llimabox.config import load_config
+
+    config = load_config(os.environ)
+    logging.basicConfig(level=logging.DEBUG if g.debug else logging.INFO,
+                        format="llima-box serve: %(levelname)s: %(message)s")
+    if not g.debug:
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    from llimabox.serve import server
+
+    return server.run(config, listen, host_key, lambda msg: click.echo(f"llima-box serve: {msg}", err=True))
+
+
+_AUTH_COLUMNS = ("at", "login", "source", "method", "result", "detail")
+_SESSION_COLUMNS = ("started_at", "ended_at", "user", "source", "env", "kind", "command", "exit_status",
+                    "bytes_in", "bytes_out")
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object {auth: [...], sessions: [...]}.")
+@click.option("--user", metavar="U", help="Only this account.")
+@click.option("--since", metavar="T", help="Only since T: 30m, 2h, 7d or an ISO 8601 time (UTC by default).")
+def audit(as_json: bool, user: str | None, since: str | None) -> None:
+    """Show serve's log of authentication attempts and sessions.
+
+    \b
+    Example:
+        sudo llima-box audit --user alice --since 1d
+    """
+    from llimabox.serve.audit import query
+
+    rows = query(user=user, since=since)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for title, columns, key in (("authentication", _AUTH_COLUMNS, "auth"), ("sessions", _SESSION_COLUMNS,
+                                                                           "sessions")):
+        click.echo(f"{title}:")
+        for row in rows[key]:
+            click.echo("  " + "  ".join("-" if row[c] is None else str(row[c]) for c in columns))

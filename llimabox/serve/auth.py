@@ -1,0 +1,175 @@
+"""Authentication for ``serve``: PAM passwords, authorized keys, and rate limiting.
+
+Failed logins are counted per account and per source address: each failure delays the
+answer (``serve_auth_delay``, doubled per further failure up to 16 times that, at most 8 s) and too many within
+``serve_lockout_seconds`` lock the account or the address out for that long.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import logging
+import os
+import stat
+import threading
+import time
+import typing as t
+
+from llimabox.serve.accounts import Account, Refused, expand, lookup_account, parse_login
+
+if t.TYPE_CHECKING:
+    import paramiko
+
+    from llimabox.config import Config
+    from llimabox.serve.audit import Audit
+
+__all__ = ["RateLimiter", "Authenticator", "authorized_keys"]
+
+log = logging.getLogger("llimabox.serve")
+_MAX_DELAY = 8.0
+_MAX_KEYS = 100_000
+_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+              "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+
+
+class RateLimiter:
+    """Failures per account and per source within a sliding window; thread-safe."""
+
+    def __init__(self, per_user: int, per_source: int, window: float, base_delay: float,
+                 clock: t.Callable[[], float] = time.monotonic) -> None:
+        self.limits = {"user": per_user, "source": per_source}
+        self.window, self.base_delay, self.clock = window, base_delay, clock
+        self._fails: dict[tuple[str, str], collections.deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: tuple[str, str], now: float) -> collections.deque[float]:
+        if len(self._fails) > _MAX_KEYS:  # made-up user names must not grow this without bound
+            self._fails = {k: v for k, v in self._fails.items() if v and v[-1] > now - self.window}
+        fails = self._fails.setdefault(key, collections.deque())
+        while fails and fails[0] <= now - self.window:
+            fails.popleft()
+        return fails
+
+    def locked(self, user: str, source: str) -> str | None:
+        """``"user"`` or ``"source"`` when that one is locked out now, else None."""
+        now = self.clock()
+        with self._lock:
+            for kind, value in (("user", user), ("source", source)):
+                if len(self._recent((kind, value), now)) >= self.limits[kind] > 0:
+                    return kind
+        return None
+
+    def failure(self, user: str | None, source: str) -> float:
+        """Count a failure (of the source only when ``user`` is None); return how long to delay the answer."""
+        now = self.clock()
+        with self._lock:
+            counts = []
+            for kind, value in (("user", user), ("source", source)):
+                if value is None:
+                    continue
+                fails = self._recent((kind, value), now)
+                fails.append(now)
+                counts.append(len(fails))
+        return min(self.base_delay * 2 ** min(max(counts) - 1, 4), _MAX_DELAY)
+
+    def success(self, user: str) -> None:
+        """A successful login forgets the account's failures (not the source's)."""
+        with self._lock:
+            self._fails.pop(("user", user), None)
+
+
+def authorized_keys(path: str, account: Account) -> list[tuple[str, bytes]]:
+    """(type, blob) of the keys in an authorized_keys file.
+
+    The file must be a regular file owned by the account or root and not writable by group or
+    others (or it is ignored). Lines with options (``command=``, ``from=``, …) are skipped:
+    serve cannot honour them, so it does not accept those keys at all.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, account.uid) or st.st_mode & 0o022:
+            log.warning("ignoring %s: not a regular file of %s, or writable by others", path, account.name)
+            return []
+        data = f.read(1 << 20)
+    keys = []
+    for raw in data.decode("utf-8", "replace").splitlines():
+        parts = raw.strip().split()
+        if len(parts) < 2 or parts[0] not in _KEY_TYPES:
+            continue
+        try:
+            keys.append((parts[0], base64.b64decode(parts[1], validate=True)))
+        except (binascii.Error, ValueError):
+            continue
+    return keys
+
+
+class Authenticator:
+    """Decides logins and records each attempt in the audit log."""
+
+    def __init__(self, config: Config, audit: Audit) -> None:
+        self.config, self.audit = config, audit
+        self.limiter = RateLimiter(config.serve_lockout_user, config.serve_lockout_source,
+                                   config.serve_lockout_seconds, config.serve_auth_delay)
+
+    def _precheck(self, login: str, source: str, method: str) -> Account | None:
+        """The account when it may try to log in; records and delays the refusals."""
+        user = login.partition("+")[0]
+        locked = self.limiter.locked(user, source)
+        if locked:
+            # a locked account's further attempts count against the source, without extending the lock
+            self.audit.auth(login, user, source, method, "locked", f"{locked} locked out")
+            if locked == "user":
+                self.limiter.failure(None, source)
+            return None
+        try:
+            parse_login(login)
+            return lookup_account(user, self.config.serve_group)
+        except Refused as exc:
+            self._fail(login, user, source, method, "refused", str(exc))
+            return None
+
+    def _fail(self, login: str, user: str, source: str, method: str, result: str, detail: str) -> None:
+        self.audit.auth(login, user, source, method, result, detail)
+        delay = self.limiter.failure(user, source)
+        if delay:
+            time.sleep(delay)
+
+    def password(self, login: str, password: str, source: str, method: str = "password") -> Account | None:
+        """Check a password through PAM (service ``serve_pam_service``)."""
+        account = self._precheck(login, source, method)
+        if account is None:
+            return None
+        import pam
+
+        checker = pam.PamAuthenticator()
+        if checker.authenticate(account.name, password, service=self.config.serve_pam_service, resetcreds=False):
+            self.limiter.success(account.name)
+            self.audit.auth(login, account.name, source, method, "success", None)
+            return account
+        self._fail(login, account.name, source, method, "failure", str(checker.reason or "")[:200])
+        return None
+
+    def public_key(self, login: str, key: paramiko.PKey, source: str) -> Account | None:
+        """Whether ``key`` is in the account's authorized keys (failures are recorded, not counted)."""
+        user = login.partition("+")[0]
+        if self.limiter.locked(user, source):
+            self.audit.auth(login, user, source, "publickey", "locked", key.fingerprint)
+            return None
+        try:
+            parse_login(login)
+            account = lookup_account(user, self.config.serve_group)
+            path = expand(self.config.serve_authorized_keys, account)
+        except Refused as exc:
+            self.audit.auth(login, user, source, "publickey", "refused", str(exc))
+            return None
+        blob = key.asbytes()
+        if any(known == blob for _, known in authorized_keys(path, account)):
+            return account
+        self.audit.auth(login, user, source, "publickey", "failure", key.fingerprint)
+        return None
