@@ -185,7 +185,7 @@ def parse_opts(args: list[str], with_value: set[str], flags: set[str]) -> tuple[
             opts[key] = val
         elif key in flags:
             opts[key] = val if eq else "true"
-        elif a.startswith("-"):
+        elif a.startswith("-") and a != "-":
             fatal(f"unknown flag: {a}")
         else:
             rest.append(a)
@@ -260,7 +260,12 @@ def boot(name: str, doc: dict) -> int:
             fatal(f"exiting, status={{Running:false Degraded:false Exiting:true Errors:[the host agent process exited; see {d / 'ha.stderr.log'}]}}")
         time.sleep(0.05)
     write_ssh_config(name, port, doc)
-    return int((vm / "pid").read_text())
+    pid = int((vm / "pid").read_text())
+    # what Lima's cloud-init does for its user: passwordless sudo for everything
+    rule = f"{GUEST_USER} ALL=(ALL) NOPASSWD:ALL\n"
+    subprocess.run(guest_argv(pid, ["sh", "-c", "cat > /etc/sudoers.d/90-lima-user"]), input=rule.encode(),
+                   check=True, timeout=60)
+    return pid
 
 
 def cmd_start(args: list[str]) -> None:

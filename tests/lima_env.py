@@ -8,9 +8,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.guest import REPO, check_prerequisites
+import pytest
+
+from tests.guest import REPO, GuestUnavailable, check_prerequisites
 
 
 class FakeLima:
@@ -41,9 +44,11 @@ class FakeLima:
         return subprocess.run(["limactl", *args], env=self.env, capture_output=True, text=True, input=input,
                               timeout=300, check=False)
 
+    lb_argv = [sys.executable, "-m", "llimabox"]
+
     def lb(self, *args: str, input: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([sys.executable, "-m", "llimabox", *args], env=self.env, capture_output=True,
-                              input=input, timeout=300, check=False)
+        return subprocess.run([*self.lb_argv, *args], env=self.env, capture_output=True, input=input, timeout=300,
+                              check=False)
 
     def project(self, name: str) -> str:
         path = self.home / name
@@ -58,3 +63,16 @@ class FakeLima:
                     self.limactl("delete", "--force", inst.name)
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeLima]:
+    """A fake Lima world for one test module; every VM in it is deleted at the end."""
+    try:
+        f = FakeLima()
+    except GuestUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield f
+    finally:
+        f.close()

@@ -4,26 +4,12 @@ and llimabox.lima.limactl drives it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from llimabox.lima import limactl, render
-from tests.guest import GuestUnavailable
-from tests.lima_env import FakeLima
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLima]:
-    try:
-        f = FakeLima()
-    except GuestUnavailable as e:
-        pytest.fail(str(e), pytrace=False)
-    try:
-        yield f
-    finally:
-        f.close()
+from tests.lima_env import FakeLima, fake  # noqa: F401 - the fixture
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from llimabox.cli._common import CONTEXT_SETTINGS, Globals
 from llimabox.cli.envs import create, delete, delete_all, list_envs
 from llimabox.cli.guest import provision, status
 from llimabox.cli.shell import shell
+from llimabox.cli.vm import vm
 
 __all__ = ["main", "cli"]
 
@@ -104,7 +105,7 @@ def cli(
         logging.basicConfig(level=logging.DEBUG, format="llima-box: %(levelname)s: %(message)s")
 
 
-for _command in (shell, create, list_envs, delete, delete_all, status, provision):
+for _command in (shell, create, list_envs, delete, delete_all, status, provision, vm):
     cli.add_command(_command)
 
 main = cli

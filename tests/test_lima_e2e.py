@@ -1,0 +1,119 @@
+"""End to end on the Lima backend: llima-box → the fake limactl → a copy-on-write test guest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from llimabox import guest as guest_mod
+from tests.guest import guest_argv
+from tests.lima_env import FakeLima, fake  # noqa: F401 - the fixture
+
+VM = "llima-box"
+
+
+def as_root(fake: FakeLima, *argv: str, name: str = VM) -> subprocess.CompletedProcess[str]:
+    pid = int((fake.lima_home / name / "vm" / "pid").read_text())
+    return subprocess.run(guest_argv(pid, list(argv)), capture_output=True, text=True, timeout=60, check=False)
+
+
+def status(fake: FakeLima, name: str = VM) -> str:
+    r = fake.limactl("list", "--json", name)
+    return json.loads(r.stdout)["status"] if r.returncode == 0 else "missing"
+
+
+def test_from_no_vm_shell_creates_boots_provisions_and_runs(fake: FakeLima) -> None:
+    assert status(fake) == "missing"
+    project = fake.project("app")
+    r = fake.lb("shell", project, "--", "sh", "-c", 'pwd; echo kept > "$HOME/data"')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{project}\n".encode()
+    assert b"creating the Lima VM llima-box" in r.stderr and b"READY" in r.stderr
+    assert status(fake) == "Running"
+    assert (fake.lima_home / VM / "lima.yaml").read_text().startswith("# llima-box embedded lima.yaml")
+    r = fake.lb("shell", project, "--", "true")
+    assert (r.returncode, r.stderr) == (0, b"")  # running VM: no progress output
+
+
+def test_stop_then_shell_restarts_with_home_data(fake: FakeLima) -> None:
+    project = fake.project("again")
+    assert fake.lb("shell", project, "--", "sh", "-c", 'echo hello > "$HOME/note"').returncode == 0
+    assert fake.lb("vm", "stop").returncode == 0
+    assert status(fake) == "Stopped"
+    r = fake.lb("shell", project, "--", "sh", "-c", 'cat "$HOME/note"')
+    assert (r.returncode, r.stdout) == (0, b"hello\n"), r.stderr
+    assert status(fake) == "Running"
+
+
+def test_older_guest_scripts_are_upgraded(fake: FakeLima) -> None:
+    project = fake.project("upg")
+    prefix = guest_mod.GUEST_PREFIX
+    assert as_root(fake, "sh", "-c", f"echo 1 > {prefix}/VERSION").returncode == 0
+    r = fake.lb("shell", project, "--", "true")
+    assert r.returncode == 0, r.stderr
+    assert as_root(fake, "cat", f"{prefix}/VERSION").stdout.strip() == str(guest_mod.packaged_version())
+
+
+def test_failing_probe_is_a_clear_125(fake: FakeLima) -> None:
+    bad = fake.dir / "bad.yaml"
+    bad.write_text(
+        "images: []\nmounts:\n- location: '~'\n  writable: true\nprobes:\n- mode: readiness\n"
+        "  script: |\n    #!/bin/sh\n    exit 1\n  hint: the probe of this test always fails\n"
+    )
+    env = {**fake.env, "LLIMA_BOX_VM_NAME": "bad", "LLIMA_BOX_LIMA_CONFIG": str(bad)}
+    r = subprocess.run(
+        [*fake.lb_argv, "shell", fake.project("probe"), "--", "true"], env=env, capture_output=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert r.returncode == 125
+    last = r.stderr.decode().splitlines()[-1]
+    assert last.startswith("Error: the Lima VM bad did not become ready: degraded")
+    assert "retry: llima-box vm start" in last
+    assert b"the probe of this test always fails" in r.stderr  # the log tail
+    assert fake.limactl("delete", "-f", "bad").returncode == 0
+
+
+def test_broken_vm_is_reported(fake: FakeLima) -> None:
+    env = {**fake.env, "LLIMA_BOX_VM_NAME": "brk"}
+    fake.limactl("create", "--name", "brk", "-", input="images: []\n")
+    (fake.lima_home / "brk" / "lima.yaml").write_text("images: [\n")
+    r = subprocess.run([*fake.lb_argv, "shell", fake.project("brk"), "--", "true"], env=env, capture_output=True, timeout=60,
+                       check=False)
+    assert r.returncode == 125
+    assert b"is Broken" in r.stderr and b"llima-box vm stop --force" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
+    fake.limactl("delete", "-f", "brk")
+
+
+def test_vm_commands(fake: FakeLima) -> None:
+    env = {**fake.env, "LLIMA_BOX_VM_NAME": "vmc"}
+
+    def lb(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([*fake.lb_argv, "vm", *args], env=env, capture_output=True, timeout=300, check=False)
+
+    r = lb("status", "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["status"] == "missing"
+    assert lb("stop").returncode == 1 and lb("logs").returncode == 1
+    r = lb("start", "--cpus", "2", "--memory", "2GiB", "--", "--timeout", "5m")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"the Lima VM vmc is running\n"
+    assert lb("start").stdout == b"the Lima VM vmc is already running\n"
+    info = json.loads(lb("status", "--json").stdout)
+    assert info["status"] == "Running" and info["user"] == "alice" and isinstance(info["ssh_local_port"], int)
+    r = lb("provision")
+    assert r.returncode == 0 and b"installed" in r.stdout, r.stderr
+    r = lb("logs", "-n", "5")
+    assert r.returncode == 0 and b"==> " in r.stdout
+    r = lb("delete")
+    assert r.returncode == 2 and b"--yes" in r.stderr  # no terminal
+    assert lb("stop").returncode == 0
+    assert lb("stop").stdout == b"the Lima VM vmc is already stopped\n"
+    assert json.loads(lb("status", "--json").stdout)["status"] == "Stopped"
+    assert lb("stop", "--force").returncode == 0
+    assert lb("delete", "--yes").returncode == 0
+    assert json.loads(lb("status", "--json").stdout)["status"] == "missing"
+    r = subprocess.run([*fake.lb_argv, "--backend", "local", "vm", "status"], env=env, capture_output=True,
+                       check=False)
+    assert r.returncode == 2 and b"--backend lima" in r.stderr
