@@ -117,3 +117,29 @@ def test_vm_commands(fake: FakeLima) -> None:
     r = subprocess.run([*fake.lb_argv, "--backend", "local", "vm", "status"], env=env, capture_output=True,
                        check=False)
     assert r.returncode == 2 and b"--backend lima" in r.stderr
+
+
+def test_doctor(fake: FakeLima) -> None:
+    assert fake.lb("shell", fake.project("doc"), "--", "true").returncode == 0
+    r = fake.lb("doctor", "--json")
+    report = json.loads(r.stdout)
+    assert r.returncode == 0 and report["ok"] is True, report
+    names = [c["name"] for c in report["checks"]]
+    assert names == ["backend", "limactl", "vm", "ssh", "guest_scripts", "sudoers", "namespaces", "state_db"]
+    assert report["checks"][1]["detail"] == "limactl 2.2.0"
+
+    assert as_root(fake, "rm", "-f", "/etc/sudoers.d/llima-box").returncode == 0
+    r = fake.lb("doctor", "--json")
+    report = json.loads(r.stdout)
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert r.returncode == 1 and [c["name"] for c in failed] == ["sudoers"]
+    assert failed[0]["fix"] == "llima-box vm provision"
+    r = fake.lb("doctor")
+    assert r.returncode == 1 and b"FAIL sudoers:" in r.stdout and b"(fix: llima-box vm provision)" in r.stdout
+    assert fake.lb("vm", "provision").returncode == 0
+    assert fake.lb("doctor").returncode == 0
+
+    assert fake.lb("vm", "stop").returncode == 0
+    report = json.loads(fake.lb("doctor", "--json").stdout)
+    assert [c["name"] for c in report["checks"] if not c["ok"]] == ["vm"]
+    assert status(fake) == "Stopped"  # doctor never starts it

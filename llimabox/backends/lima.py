@@ -30,7 +30,7 @@ class LimaBackend(SSHBackend):
         self._timeout = connect_timeout
         self._target: SSHTarget | None = None
         self._conn: Connection | None = None
-        self._check_version = True
+        self.auto_upgrade = True
         self.identity = f"lima:{vm.name}"
         self.provision_hint = "llima-box vm provision"
 
@@ -52,8 +52,8 @@ class LimaBackend(SSHBackend):
             from llimabox.transport import Connection
 
             self._conn = Connection(self.target)
-            if self._check_version and not self.vm.started:  # a fresh boot just passed the probe
-                self._check_version = False
+            if self.auto_upgrade and not self.vm.started:  # a fresh boot just passed the probe
+                self.auto_upgrade = False
                 self._upgrade_if_old()
         return self._conn
 
@@ -66,6 +66,6 @@ class LimaBackend(SSHBackend):
             self.provision()
 
     def provision(self, user: str | None = None, roots: str | None = None) -> str:
-        self._check_version = False
+        self.auto_upgrade = False
         roots = roots or _remote_conf(self).get("ROOTS") or self.vm.environ.get("HOME") or os.path.expanduser("~")
         return super().provision(user=user, roots=roots)

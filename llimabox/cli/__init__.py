@@ -13,6 +13,7 @@ import click
 
 from llimabox import __version__
 from llimabox.cli._common import CONTEXT_SETTINGS, Globals
+from llimabox.cli.doctor import doctor
 from llimabox.cli.envs import create, delete, delete_all, list_envs
 from llimabox.cli.guest import provision, status
 from llimabox.cli.shell import shell
@@ -105,7 +106,7 @@ def cli(
         logging.basicConfig(level=logging.DEBUG, format="llima-box: %(levelname)s: %(message)s")
 
 
-for _command in (shell, create, list_envs, delete, delete_all, status, provision, vm):
+for _command in (shell, create, list_envs, delete, delete_all, status, provision, vm, doctor):
     cli.add_command(_command)
 
 main = cli
