@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from llimabox import guest as guest_mod
+from llimabox.lima import render
 from tests.guest import guest_argv
 from tests.lima_env import FakeLima, fake  # noqa: F401 - the fixture
 
@@ -143,3 +144,49 @@ def test_doctor(fake: FakeLima) -> None:
     report = json.loads(fake.lb("doctor", "--json").stdout)
     assert [c["name"] for c in report["checks"] if not c["ok"]] == ["vm"]
     assert status(fake) == "Stopped"  # doctor never starts it
+
+
+def test_concurrent_first_use_creates_once(fake: FakeLima) -> None:
+    env = {**fake.env, "LLIMA_BOX_VM_NAME": "conc", "LLIMA_BOX_MUX": "1", "LLIMA_BOX_MUX_IDLE": "1"}
+    project = fake.project("conc")
+    procs = [
+        subprocess.Popen([*fake.lb_argv, "shell", project, "--", "true"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
+    for p in procs:
+        p.stdout.close()  # type: ignore[union-attr]
+        p.stderr.close()  # type: ignore[union-attr]
+    assert [code for code, _ in results] == [0, 0, 0], results
+    assert sum(b"creating the Lima VM conc" in err for _, err in results) <= 1  # else the mux did it
+    assert all(not err or b"creating the Lima VM" in err or b"waiting while" in err for _, err in results), results
+    assert status(fake, "conc") == "Running"
+    assert fake.limactl("delete", "-f", "conc").returncode == 0
+
+
+def test_stopped_vm_gets_the_current_embedded_yaml(fake: FakeLima) -> None:
+    project = fake.project("refresh")
+    assert fake.lb("shell", project, "--", "true").returncode == 0
+    assert fake.lb("vm", "stop").returncode == 0
+    path = fake.lima_home / VM / "lima.yaml"
+    old = path.read_text().replace(f"version {guest_mod.packaged_version()}\n", "version 1\n", 1)
+    path.write_text(old)
+    r = fake.lb("shell", project, "--", "true")
+    assert r.returncode == 0, r.stderr
+    assert b"updating the VM's lima.yaml" in r.stderr
+    assert path.read_text() == render.render(str(fake.home))
+
+
+def test_progress_on_a_terminal(fake: FakeLima) -> None:
+    import pexpect
+
+    env = {**fake.env, "LLIMA_BOX_VM_NAME": "tty"}
+    p = pexpect.spawn(fake.lb_argv[0], [*fake.lb_argv[1:], "vm", "start"], env=env, timeout=120)
+    p.expect(r"[|/\\-] Lima VM tty: .*\(\d+s\)")
+    p.expect("Lima VM tty: ready after")
+    p.expect("the Lima VM tty is running")
+    p.expect(pexpect.EOF)
+    p.close()
+    assert p.exitstatus == 0
+    assert fake.limactl("delete", "-f", "tty").returncode == 0

@@ -34,11 +34,13 @@ def run_with_progress(
 
     def spin() -> None:
         i = 0
-        while not done.wait(0.2):
+        while True:  # the first frame at once, then every 0.2 s
             line = f"{_SPIN[i % 4]} {title}: {phase[0]} ({_elapsed(time.monotonic() - start)})"
             out.write("\r\033[K" + line[:200])
             out.flush()
             i += 1
+            if done.wait(0.2):
+                return
 
     proc = subprocess.Popen(
         list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

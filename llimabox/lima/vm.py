@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -60,8 +61,41 @@ class VM:
     def ensure_running(self) -> Instance:
         """The running instance: created when missing, started when stopped.
 
+        Concurrent llima-box processes take turns (a lock file in the state dir): one creates or
+        starts the VM, the others wait for it and then find it running.
+
         :raises VMNotReady: broken, in a transitional state, or failed to start.
         """
+        inst = self.info()
+        if inst is not None and inst.status == RUNNING and self._ssh_config(inst).exists():
+            return inst
+        with self._lock():
+            return self._ensure_running()
+
+    @contextlib.contextmanager
+    def _lock(self) -> t.Iterator[None]:
+        import fcntl
+
+        from llimabox import paths
+
+        state = paths.state_dir(self.environ)
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(state / f"lima-{self.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._say(f"waiting while another llima-box process starts the Lima VM {self.name}")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _ssh_config(inst: Instance) -> Path:
+        return Path(inst.ssh_config_file or Path(inst.dir) / "ssh.config")
+
+    def _ensure_running(self) -> Instance:
         inst = self.info()
         if inst is None:
             self.create()
@@ -153,7 +187,7 @@ class VM:
         """How to log in, from the instance's ssh.config (Lima's own ssh setup, trusted as Lima trusts it)."""
         from llimabox.transport import SSHTarget
 
-        path = inst.ssh_config_file or str(Path(inst.dir) / "ssh.config")
+        path = self._ssh_config(inst)
         try:
             cfg = read_ssh_config(path)
         except OSError as exc:
