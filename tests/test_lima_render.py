@@ -10,6 +10,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 from llimabox import guest
@@ -68,3 +69,19 @@ def test_scripts_are_shellcheck_clean(tmp_path: Path) -> None:
         f.write_text(script.replace("{{.User}}", "me"))
         r = subprocess.run(["shellcheck", str(f)], capture_output=True, text=True, check=False)
         assert r.returncode == 0, r.stdout
+
+
+def test_default_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llimabox.backends import choose_kind
+    from llimabox.config import Config
+    from llimabox.errors import InvalidInput
+
+    monkeypatch.setattr("shutil.which", lambda name: "/opt/bin/limactl" if name == "limactl" else None)
+    assert choose_kind(Config()) == "lima"
+    assert choose_kind(Config(backend="local")) == "local"
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.setattr("sys.platform", "linux")
+    assert choose_kind(Config()) == "local"
+    monkeypatch.setattr("sys.platform", "darwin")
+    with pytest.raises(InvalidInput, match="brew install lima"):
+        choose_kind(Config())
