@@ -113,6 +113,13 @@ def test_vm_commands(fake: FakeLima) -> None:
     assert lb("stop").stdout == b"the Lima VM vmc is already stopped\n"
     assert json.loads(lb("status", "--json").stdout)["status"] == "Stopped"
     assert lb("stop", "--force").returncode == 0
+    assert subprocess.run([*fake.lb_argv, "create", fake.project("vmc")], env=env, capture_output=True,
+                          check=False).returncode == 0  # starts it again
+    listed = subprocess.run([*fake.lb_argv, "list", "--json"], env=env, capture_output=True, check=False)
+    assert [row["status"] for row in json.loads(listed.stdout)] == ["running"]
+    assert lb("delete", "--yes").returncode == 0
+    listed = subprocess.run([*fake.lb_argv, "list", "--json"], env=env, capture_output=True, check=False)
+    assert json.loads(listed.stdout) == []  # a fresh VM, and no records of the envs of the deleted one
     assert lb("delete", "--yes").returncode == 0
     assert json.loads(lb("status", "--json").stdout)["status"] == "missing"
     r = subprocess.run([*fake.lb_argv, "--backend", "local", "vm", "status"], env=env, capture_output=True,

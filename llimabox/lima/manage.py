@@ -64,8 +64,17 @@ def stop(vm: VM, force: bool = False) -> str:
 
 
 def delete(vm: VM) -> str:
+    """Delete the VM, and the state database's records of the envs it held."""
+    from llimabox import paths
+    from llimabox.store import Store
+
     _existing(vm)
     vm.delete()
+    store = Store(paths.db_path())
+    try:
+        store.delete_many(rec.name for rec in store.all(guest=f"lima:{vm.name}"))
+    finally:
+        store.close()
     return f"the Lima VM {vm.name} is deleted, with every env in it"
 
 
