@@ -197,3 +197,19 @@ def test_progress_on_a_terminal(fake: FakeLima) -> None:
     p.close()
     assert p.exitstatus == 0
     assert fake.limactl("delete", "-f", "tty").returncode == 0
+
+
+def test_vm_start_with_own_config(fake: FakeLima) -> None:
+    env = {**fake.env, "LLIMA_BOX_VM_NAME": "own"}
+
+    def lb(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([*fake.lb_argv, "vm", *args], env=env, capture_output=True, timeout=300, check=False)
+
+    r = lb("start", "--config", str(fake.dir / "missing.yaml"))
+    assert r.returncode == 2 and r.stderr.startswith(b"Error: cannot read the Lima config")
+    own = fake.dir / "own.yaml"
+    own.write_text("# mine\nimages: []\ncpus: 2\n")
+    r = lb("start", "--config", str(own))
+    assert r.returncode == 0, r.stderr
+    assert (fake.lima_home / "own" / "lima.yaml").read_text() == own.read_text()
+    assert lb("delete", "--yes").returncode == 0

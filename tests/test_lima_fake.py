@@ -104,3 +104,21 @@ def test_parse_list_ignores_unknown_keys() -> None:
     assert (inst.name, inst.status, inst.ssh_local_port) == ("a", "Running", None)
     with pytest.raises(limactl.LimactlError):
         limactl.parse_list("[1]\n")
+
+
+def test_log_lines_and_ssh_config_parsing(tmp_path: Path) -> None:
+    line = 'time="2026-01-01T00:00:00Z" level=fatal msg="instance \\"x\\" already exists"'
+    assert limactl.log_message(line) == 'instance "x" already exists'
+    assert limactl.log_message("level=info msg=READY.") == "READY."
+    assert limactl.log_message("plain text ") == "plain text"
+    assert limactl.last_error("level=info msg=a\nlevel=error msg=b\nlevel=info msg=c\n", "d") == "b"
+    cfg = tmp_path / "ssh.config"
+    cfg.write_text('# comment\nHost lima-x\n  IdentityFile "/a b/user"\n  Port=2222\n  User me\nHost other\n  User no\n')
+    assert limactl.read_ssh_config(cfg) == {"host": "lima-x", "identityfile": "/a b/user", "port": "2222", "user": "me"}
+
+
+def test_bad_instance_names_are_refused() -> None:
+    for bad in ("", "-x", "a/b", "a..b", "x;rm"):
+        with pytest.raises(limactl.InvalidInput):
+            limactl.check_name(bad)
+    assert limactl.check_name("llima-box.2") == "llima-box.2"

@@ -133,10 +133,11 @@ class VM:
 
     def create(self) -> None:
         """Create the instance (Stopped) from the embedded yaml or the user's."""
+        text = self.template()
         self._say(f"creating the Lima VM {self.name}")
         with tempfile.TemporaryDirectory(prefix="llima-box-") as tmp:
             path = Path(tmp) / f"{self.name}.yaml"
-            path.write_text(self.template(), encoding="utf-8")
+            path.write_text(text, encoding="utf-8")
             try:
                 self.lc.create(self.name, path)
             except LimactlError as exc:
