@@ -44,6 +44,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def guest_argv(pid: int, argv: list[str], user: str = "root", cwd: str | None = None) -> list[str]:
+    """The argv that runs ``argv`` as ``user`` inside the guest whose PID 1 is ``pid`` (seen from here)."""
+    enter = ["nsenter", "-t", str(pid), "-m", "-p", "-u", "-i", "-r", "-w"]
+    if user == "root":
+        env = ["env", "-i", "HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+        if cwd:
+            env[1:1] = ["-C", cwd]
+        return enter + ["--"] + env + list(argv)
+    home = "/home/%s.guest" % user
+    env = ["env", "-i", "-C", cwd or home, f"HOME={home}", f"USER={user}", f"LOGNAME={user}",
+           "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"]
+    drop = ["setpriv", "--reuid", user, "--regid", user, "--init-groups", "--"]
+    return enter + ["--"] + drop + env + list(argv)
+
+
+def boot_argv(dir: str | os.PathLike[str], port: int, shared: str | os.PathLike[str], *options: str) -> list[str]:
+    """The argv that boots a guest in ``dir`` (see tests/guest_boot.sh for ``options``)."""
+    return ["unshare", "--mount", "--pid", "--fork", "--uts", "--ipc", "--propagation", "private",
+            "bash", str(REPO / "tests" / "guest_boot.sh"), str(dir), str(REPO), str(port), str(shared), *options]
+
+
 class Guest:
     """The running test guest; use as a context manager."""
 
@@ -67,8 +88,7 @@ class Guest:
 
     def _boot(self, log: object) -> subprocess.Popen:
         return subprocess.Popen(
-            ["unshare", "--mount", "--pid", "--fork", "--uts", "--ipc", "--propagation", "private",
-             "bash", str(REPO / "tests" / "guest_boot.sh"), str(self.dir), str(REPO), str(self.port), str(self.shared)],
+            boot_argv(self.dir, self.port, self.shared),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
         )
 
@@ -114,17 +134,7 @@ class Guest:
 
     def argv(self, argv: list[str], user: str = "root", cwd: str | None = None) -> list[str]:
         """The argv that runs ``argv`` inside the guest as ``user``."""
-        enter = ["nsenter", "-t", str(self.pid), "-m", "-p", "-u", "-i", "-r", "-w"]
-        if user == "root":
-            env = ["env", "-i", "HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-            if cwd:
-                env[1:1] = ["-C", cwd]
-            return enter + ["--"] + env + list(argv)
-        home = "/home/%s.guest" % user
-        env = ["env", "-i", "-C", cwd or home, f"HOME={home}", f"USER={user}", f"LOGNAME={user}",
-               "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"]
-        drop = ["setpriv", "--reuid", user, "--regid", user, "--init-groups", "--"]
-        return enter + ["--"] + drop + env + list(argv)
+        return guest_argv(self.pid, argv, user, cwd)
 
     def run(self, argv: list[str], user: str = "root", input: bytes | str | None = None,
             cwd: str | None = None, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess:

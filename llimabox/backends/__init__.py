@@ -13,7 +13,7 @@ from llimabox.errors import InvalidInput
 if t.TYPE_CHECKING:
     from llimabox.config import Config
 
-__all__ = ["Backend", "get_backend", "choose_kind"]
+__all__ = ["Backend", "get_backend", "choose_kind", "lima_backend"]
 
 
 def choose_kind(config: Config) -> str:
@@ -26,7 +26,9 @@ def choose_kind(config: Config) -> str:
         return "lima"
     if sys.platform.startswith("linux"):
         return "local"
-    raise InvalidInput("no backend available here: install Lima, or use --backend ssh --host user@host")
+    raise InvalidInput(
+        "limactl is not on PATH: install Lima (macOS: brew install lima), or use --backend ssh --host user@host"
+    )
 
 
 def get_backend(config: Config, accept_host_key: bool = False) -> Backend:
@@ -36,7 +38,7 @@ def get_backend(config: Config, accept_host_key: bool = False) -> Backend:
     """
     kind = choose_kind(config)
     if kind == "lima":
-        raise InvalidInput("lima backend: coming soon (use --backend local or --backend ssh for now)")
+        return lima_backend(config)
     if kind == "local":
         from llimabox.backends.local import LocalBackend
 
@@ -66,3 +68,12 @@ def _ssh_backend(config: Config, accept_host_key: bool) -> Backend:
         connect_timeout=float(config.connect_timeout),
     )
     return SSHBackend(target, sudo=bool(getattr(config, "sudo", True)))
+
+
+def lima_backend(config: Config, start_args: t.Sequence[str] = (), config_file: str | None = None) -> Backend:
+    """The Lima VM of ``config`` (``vm_name``, ``lima_config``), started on demand."""
+    from llimabox.backends.lima import LimaBackend
+    from llimabox.lima.vm import VM
+
+    vm = VM(str(config.vm_name), config_file=config_file or config.lima_config, start_args=start_args)
+    return LimaBackend(vm, sudo=bool(config.sudo), connect_timeout=float(config.connect_timeout))

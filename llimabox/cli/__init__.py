@@ -13,10 +13,12 @@ import click
 
 from llimabox import __version__
 from llimabox.cli._common import CONTEXT_SETTINGS, Globals
+from llimabox.cli.doctor import doctor
 from llimabox.cli.envs import create, delete, delete_all, list_envs
 from llimabox.cli.guest import provision, status
 from llimabox.cli.serve import audit, serve
 from llimabox.cli.shell import shell
+from llimabox.cli.vm import vm
 
 __all__ = ["main", "cli"]
 
@@ -105,7 +107,7 @@ def cli(
         logging.basicConfig(level=logging.DEBUG, format="llima-box: %(levelname)s: %(message)s")
 
 
-for _command in (shell, create, list_envs, delete, delete_all, status, provision, serve, audit):
+for _command in (shell, create, list_envs, delete, delete_all, status, provision, vm, doctor, serve, audit):
     cli.add_command(_command)
 
 main = cli

@@ -74,10 +74,11 @@ def test_shell_unreachable_ssh_is_125_one_line(lb, project) -> None:
     assert len(result.stderr.splitlines()) == 1
 
 
-def test_lima_backend_not_yet(lb, project) -> None:
+def test_lima_backend_without_limactl(lb, project, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
     result = lb("--backend", "lima", "create", str(project))
-    assert result.exit_code == 2
-    assert result.stderr.startswith("Error: lima backend: coming soon")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: limactl is not on PATH") and "brew install lima" in result.stderr
 
 
 def test_debug_shows_traceback(lb, tmp_path) -> None:

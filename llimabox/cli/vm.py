@@ -1,0 +1,106 @@
+"""``llima-box vm start|stop|delete|status|provision|logs``: the shared Lima VM."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from llimabox.cli._common import CONTEXT_SETTINGS, Globals, pass_globals
+
+__all__ = ["vm"]
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+def vm() -> None:
+    """Manage the shared Lima VM (the lima backend).
+
+    \b
+    Example:
+        llima-box vm start --cpus 8 --memory 16GiB
+    """
+
+
+@vm.command(context_settings={**CONTEXT_SETTINGS, "ignore_unknown_options": False})
+@click.option("--config", "config_file", metavar="FILE", help="Your own lima.yaml (used when the VM is created).")
+@click.option("--cpus", type=click.IntRange(1), help="limactl start --cpus.")
+@click.option("--memory", metavar="SIZE", help="limactl start --memory (e.g. 16GiB).")
+@click.option("--disk", metavar="SIZE", help="limactl start --disk (e.g. 200GiB).")
+@click.argument("limactl_args", nargs=-1, metavar="[-- LIMACTL-START-OPTIONS...]")
+@pass_globals
+def start(
+    g: Globals, config_file: str | None, cpus: int | None, memory: str | None, disk: str | None,
+    limactl_args: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Create the VM when it is missing and start it when it is stopped.
+
+    \b
+    Example:
+        llima-box vm start --config ./my-lima.yaml -- --vm-type vz
+    """
+    from llimabox.lima import manage
+
+    extra = [*(["--cpus", str(cpus)] if cpus else []), *(["--memory", memory] if memory else [])]
+    extra += [*(["--disk", disk] if disk else []), *limactl_args]
+    click.echo(manage.start(manage.open_vm(g.api_kwargs()["overrides"], config_file, extra)))
+
+
+@vm.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--force", "-f", is_flag=True, help="Stop it even when it is not running cleanly (Broken).")
+@pass_globals
+def stop(g: Globals, force: bool) -> None:
+    """Stop the VM (the envs keep their homes; they start again with the VM)."""
+    from llimabox.lima import manage
+
+    click.echo(manage.stop(manage.open_vm(g.api_kwargs()["overrides"]), force=force))
+
+
+@vm.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_globals
+def delete(g: Globals, yes: bool) -> None:
+    """Delete the VM with every env in it (projects on the host are not touched)."""
+    from llimabox.cli.envs import _confirm
+    from llimabox.lima import manage
+
+    vm_ = manage.open_vm(g.api_kwargs()["overrides"])
+    _confirm(f"Delete the Lima VM {vm_.name} and every env in it?", yes)
+    click.echo(manage.delete(vm_))
+
+
+@vm.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@pass_globals
+def status(g: Globals, as_json: bool) -> int:
+    """Show the VM's status (Running, Stopped, Broken or missing); exit 1 unless Running."""
+    from llimabox.lima import manage
+
+    info = manage.status(manage.open_vm(g.api_kwargs()["overrides"]))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            click.echo(f"{key.replace('_', ' ')}: {'-' if value is None else value}")
+    return 0 if info["status"] == "Running" else 1
+
+
+@vm.command(context_settings=CONTEXT_SETTINGS)
+@pass_globals
+def provision(g: Globals) -> None:
+    """Install or upgrade the guest side in the VM now (it also happens at every boot)."""
+    from llimabox.lima import manage
+
+    click.echo(manage.provision(g.api_kwargs()["overrides"]))
+
+
+@vm.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--lines", "-n", type=click.IntRange(1), default=50, show_default=True, help="Lines per log.")
+@pass_globals
+def logs(g: Globals, lines: int) -> None:
+    """Show the tail of the VM's Lima logs (host agent, serial console)."""
+    from llimabox.lima import manage
+
+    for path, text in manage.logs(manage.open_vm(g.api_kwargs()["overrides"]), lines):
+        click.echo(f"==> {path} <==")
+        for line in text:
+            click.echo(line)

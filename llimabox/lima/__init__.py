@@ -1,0 +1,1 @@
+"""Lima: the embedded VM template and the ``limactl`` driver."""

@@ -1,0 +1,111 @@
+"""Render the embedded ``provision/lima.yaml``: its provision step and probe come from ``guest-scripts/``.
+
+The guest side travels inside the yaml as a deterministic gzipped tar (base64), so the instance holds
+exactly the scripts of the llima-box that wrote it, and a re-render tells whether it is outdated.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import os
+import shlex
+import tarfile
+import textwrap
+import typing as t
+
+import yaml
+
+from llimabox import guest
+
+__all__ = ["render", "payload", "MARKER", "rendered_version"]
+
+#: The first line of a rendered yaml; followed by the guest-scripts version.
+MARKER = "# llima-box embedded lima.yaml, guest scripts version "
+
+
+def payload() -> bytes:
+    """``guest-scripts/`` and ``provision/`` (minus the yaml) as a reproducible tar.gz."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for top in ("guest-scripts", "provision"):
+            root = guest.data_dir(top)
+            for path in sorted(root.rglob("*")):
+                rel = path.relative_to(root)
+                if path.is_dir() or rel.name == "lima.yaml" or "__pycache__" in rel.parts or rel.name.startswith("."):
+                    continue
+                info = tarfile.TarInfo(f"{top}/{rel.as_posix()}")
+                data = path.read_bytes()
+                info.size, info.mtime, info.uname, info.gname = len(data), 0, "root", "root"
+                info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+                tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def _provision_script(roots: str) -> str:
+    blob = "\n".join(textwrap.wrap(base64.b64encode(payload()).decode("ascii"), 76))
+    return (
+        "#!/bin/bash\n"
+        "# llima-box: install the guest side (idempotent; runs as root at every boot)\n"
+        "set -euo pipefail\n"
+        "tmp=$(mktemp -d /tmp/llima-box-provision.XXXXXXXX)\n"
+        "trap 'rm -rf -- \"$tmp\"' EXIT\n"
+        "base64 -d >\"$tmp/payload.tar.gz\" <<'LLIMA_BOX_PAYLOAD'\n"
+        f"{blob}\n"
+        "LLIMA_BOX_PAYLOAD\n"
+        "tar -xzf \"$tmp/payload.tar.gz\" -C \"$tmp\" --no-same-owner\n"
+        f"bash \"$tmp/provision/install.sh\" --user \"{{{{.User}}}}\" --roots {shlex.quote(roots)}\n"
+    )
+
+
+def _probe_script(version: int) -> str:
+    return (
+        "#!/bin/bash\n"
+        "# llima-box: the guest scripts are installed at the expected version\n"
+        "set -euo pipefail\n"
+        f"test \"$({guest.GUEST_PREFIX}/version)\" = {version}\n"
+    )
+
+
+def render(host_home: str | None = None) -> str:
+    """The embedded lima.yaml, ready for ``limactl create``.
+
+    :param host_home: the host home (mounted at the same path; where projects may live).
+    """
+    roots = host_home or os.path.expanduser("~")
+    version = guest.packaged_version()
+    doc: dict[str, t.Any] = yaml.safe_load((guest.data_dir("provision") / "lima.yaml").read_text(encoding="utf-8"))
+    doc["provision"] = [{"mode": "system", "script": _provision_script(roots)}]
+    doc["probes"] = [
+        {
+            "mode": "readiness",
+            "description": f"llima-box guest scripts version {version} installed",
+            "script": _probe_script(version),
+            "hint": "the llima-box guest side did not install: see `llima-box vm logs`, then `llima-box vm provision`",
+        }
+    ]
+    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
+    return f"{MARKER}{version}\n{body}"
+
+
+def rendered_version(text: str) -> int | None:
+    """The guest-scripts version of a yaml this module rendered; ``None`` for any other file."""
+    first = text.split("\n", 1)[0]
+    if not first.startswith(MARKER):
+        return None
+    try:
+        return int(first[len(MARKER) :])
+    except ValueError:
+        return None
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (scripts) as literal blocks."""
+
+
+def _literal(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _literal)
