@@ -44,7 +44,7 @@ def test_dropped_connection(guest: Guest, tmp_path: Path) -> None:
     r = guest.run(["pgrep", "-f", f"^sh -c trap .* {project}$"])
     pids = _ssh_session_pids(guest, int(r.stdout.split()[0]))
     assert pids, "no sshd session found above the command"
-    guest.run(["kill", "-KILL", *map(str, pids)]).check_returncode()
+    guest.run(["kill", "-KILL", *map(str, pids)])  # one may already be gone with the other
     _, err = p.communicate(timeout=60)
     assert p.returncode == 125, err
     lines = err.decode().splitlines()

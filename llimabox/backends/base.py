@@ -68,6 +68,10 @@ class Backend(abc.ABC):
             return None
         return guest.parse_version(out)
 
+    def ready(self) -> bool:
+        """Whether connecting needs no slow preparation first (such as creating or booting a VM)."""
+        return True
+
     def connect(self) -> None:
         """Open the connection now rather than on first use (for callers that share the backend)."""
 

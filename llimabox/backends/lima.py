@@ -41,6 +41,12 @@ class LimaBackend(SSHBackend):
             self._target = self.vm.ssh_target(self.vm.ensure_running(), self._timeout)
         return self._target
 
+    def ready(self) -> bool:
+        from llimabox.lima.vm import RUNNING
+
+        inst = self.vm.info()
+        return inst is not None and inst.status == RUNNING
+
     @property
     def sudo(self) -> bool:  # type: ignore[override]
         return self._sudo and self.target.user != "root"

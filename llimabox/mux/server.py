@@ -76,6 +76,8 @@ class Mux(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 backend = None
             if backend is None:
                 backend = get_backend(config)
+                if not backend.ready():
+                    raise _Fallback("the guest needs starting: the command shows its progress itself")
                 log.info("connecting to %s", backend.identity)
                 backend.connect()
                 self.backends[key] = backend
