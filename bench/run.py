@@ -8,7 +8,8 @@ Boots the copy-on-write test guest (tests/guest.py; needs root, as the tests do)
 B1 warm `shell P -- true` (ssh backend, the mux up) vs OpenSSH through a ControlMaster running `sudo -n true`;
 B2 cold (no mux, no connection) vs a fresh `ssh` running the same; B3 `create` of a new env vs `useradd` plus the
 bare namespace setup; B4 exec latency and `list --json` with 1, N/5 and N envs, and the memory of an idle env;
-B5 the local backend (inside the guest) vs `bwrap --ro-bind / / true`. All as the guest user alice; medians.
+B5 the local backend (inside the guest) vs `bwrap --ro-bind / / true`; B6 `serve` under concurrent OpenSSH clients
+(50 x 20 execs) vs the same load through the guest's sshd. All as the guest user alice; medians.
 Benchmarks never fail on timing; docs/performance.md holds a measured table and what it means.
 """
 
@@ -169,6 +170,47 @@ class Bench:
         self.rows.append(("B5 local shell -- true", local, "bwrap --ro-bind / / true", bwrap, "<= 5"))
         self.rows.append(("   (mux off)", local_direct, "bwrap --ro-bind / / true", bwrap, "info"))
 
+    def b6(self) -> None:
+        """``serve`` under many concurrent OpenSSH clients, against the same load through the guest's sshd."""
+        import concurrent.futures as cf
+
+        from tests.serve_harness import Serve, setup_accounts
+
+        clients, execs = (10, 3) if self.envs <= 10 else (50, 20)
+        setup_accounts(self.g, Path(self.g.key + ".pub").read_text())
+        self.g.make_project("alice", "served")
+        box = Serve(self.g, str(self.home), serve_max_sessions=clients + 5)
+        opts = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "LogLevel=ERROR", "-i", self.g.key]  # fmt: skip
+        loads = {
+            "serve": ["ssh", "-p", str(box.port), *opts, "alice+served@127.0.0.1", "true"],
+            "sshd": ["ssh", "-p", str(self.g.port), *opts, "alice@127.0.0.1", "true"],
+        }
+
+        def client(argv: list[str]) -> list[float | None]:
+            times: list[float | None] = []
+            for _ in range(execs):
+                t0 = time.perf_counter()
+                ok = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False).returncode == 0
+                times.append((time.perf_counter() - t0) * 1000 if ok else None)
+            return times
+
+        try:
+            for name, argv in loads.items():
+                with cf.ThreadPoolExecutor(clients) as pool:
+                    results = [x for times in pool.map(client, [argv] * clients) for x in times]
+                done = sorted(x for x in results if x is not None)
+                self.b6_results[name] = (len(results) - len(done), done[len(done) // 2], done[int(len(done) * 0.99)])
+        finally:
+            box.stop()
+        serve, sshd = self.b6_results["serve"], self.b6_results["sshd"]
+        load = f"{clients}x{execs}"
+        self.rows.append((f"B6 serve p50, {load}", serve[1], "sshd p50, same load", sshd[1], "info"))
+        self.rows.append((f"B6 serve p99, {load}", serve[2], "sshd p99, same load", sshd[2], "info"))
+        self.rows.append((f"B6 serve failures, {load}", serve[0], "sshd failures", sshd[0], "0 failures"))
+
+    b6_results: dict[str, tuple[int, float, float]] = {}
+
     def report(self) -> None:
         print(f"{'benchmark':<30}{'ms':>9}  {'baseline':<32}{'ms':>9}{'ratio':>8}  goal")
         for what, ms, base, base_ms, goal in self.rows:
@@ -190,7 +232,7 @@ def main() -> None:
     with Guest() as g:
         bench = Bench(g, runs, envs)
         try:
-            for step in (bench.b1_b2, bench.b3, bench.b4, bench.b5):
+            for step in (bench.b1_b2, bench.b3, bench.b4, bench.b5, bench.b6):
                 step()
         finally:
             bench.close()

@@ -14,5 +14,5 @@ def test_quick_benchmark_runs_and_prints_every_row() -> None:
                        check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     for row in ("B1 warm", "B2 cold", "B3 create", "B4 exec with 10 envs", "B4 list --json, 10 envs",
-                "B4 idle env memory", "B5 local"):
+                "B4 idle env memory", "B5 local", "B6 serve p50", "B6 serve failures"):
         assert row in r.stdout, (row, r.stdout)
