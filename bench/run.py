@@ -75,6 +75,7 @@ class Bench:
                    ">/etc/sudoers.d/bench && chmod 0440 /etc/sudoers.d/bench"]).check_returncode()
         self.project = str(guest.make_project("alice", "bench"))
         self.rows: list[Row] = []
+        self.b6_results: dict[str, tuple[int, float, float]] = {}  # failures, p50, p99 by load
 
     def lb_run(self, *args: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run([*self.lb, *args], env=self.env, capture_output=True, check=True)
@@ -208,8 +209,6 @@ class Bench:
         self.rows.append((f"B6 serve p50, {load}", serve[1], "sshd p50, same load", sshd[1], "info"))
         self.rows.append((f"B6 serve p99, {load}", serve[2], "sshd p99, same load", sshd[2], "info"))
         self.rows.append((f"B6 serve failures, {load}", serve[0], "sshd failures", sshd[0], "0 failures"))
-
-    b6_results: dict[str, tuple[int, float, float]] = {}
 
     def report(self) -> None:
         print(f"{'benchmark':<30}{'ms':>9}  {'baseline':<32}{'ms':>9}{'ratio':>8}  goal")
