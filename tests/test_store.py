@@ -144,3 +144,28 @@ def test_upgrade_from_0001_keeps_rows(tmp_path):
         assert store.audit(user="bob") == {"auth": [], "sessions": []}
     finally:
         store.close()
+
+
+def test_a_failed_upgrade_changes_nothing(tmp_path):
+    """Migrations run in one transaction: a step failing half-way leaves the previous revision intact."""
+    from alembic import command
+    from alembic.config import Config
+    import sqlalchemy as sa
+
+    from llimabox.store import migrations_dir
+
+    path = tmp_path / "state.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.exec_driver_sql("CREATE TABLE audit_sessions (x INTEGER)")  # 0002's second table: it fails there
+    engine.dispose()
+    with pytest.raises(StateError):
+        Store(path).all()
+    with sqlite3.connect(path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert tables == {"alembic_version", "envs", "audit_sessions"} and version == ("0001",)
