@@ -168,6 +168,9 @@ class Store:
             raise StateError(f"{self.path} is not a llima-box database (it has other tables); "
                              "move it away to start fresh")
         conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        # One transaction for every step: pysqlite would run each CREATE TABLE on its own, and a
+        # crash between two of them would leave tables without a revision.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

@@ -308,8 +308,11 @@ def test_idle_timeout_and_sigterm_end_sessions(guest: t.Any, box: Serve, tmp_pat
         assert chan.recv_exit_status() == 129
     finally:
         server.stop()
-    for pattern in ("sleep 4321", "echo tick"):
-        assert guest.run(["pgrep", "-f", pattern]).returncode == 1
+    for pattern in ("sleep 4321", "echo tick"):  # enter's caller watcher may take its one-second poll to end
+        deadline = time.monotonic() + 15
+        while guest.run(["pgrep", "-f", pattern]).returncode != 1:
+            assert time.monotonic() < deadline, guest.run(["pgrep", "-a", "-f", pattern]).stdout
+            time.sleep(0.2)
     commands = ("sleep 4321", "echo started; while :; do sleep 0.2; echo tick; done")
     ended = [s for s in server.audit()["sessions"] if s["command"] in commands]
     assert len(ended) == 2 and all(s["ended_at"] and s["exit_status"] == 129 for s in ended)

@@ -110,24 +110,29 @@ def test_head_revision_constant_is_alembics_head():
     assert ScriptDirectory.from_config(cfg).get_heads() == [fastindex.HEAD_REVISION]
 
 
-def test_upgrade_from_0001_keeps_rows(tmp_path):
-    """A database of the first schema (envs only) gains the audit tables and keeps its envs."""
+def _at_0001(path, sql):
+    """A database at schema revision 0001, then ``sql`` run on it."""
     from alembic import command
     from alembic.config import Config
     import sqlalchemy as sa
 
     from llimabox.store import migrations_dir
 
-    path = tmp_path / "state.db"
     engine = sa.create_engine(f"sqlite:///{path}")
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0001")
-        conn.exec_driver_sql("INSERT INTO envs (name, project, backend, guest, created_at, guest_version) "
-                             "VALUES ('lb-old', '/a/old', 'local', 'local', '2026-01-02 03:04:05', 1)")
+        conn.exec_driver_sql(sql)
     engine.dispose()
+    return path
+
+
+def test_upgrade_from_0001_keeps_rows(tmp_path):
+    """A database of the first schema (envs only) gains the audit tables and keeps its envs."""
+    path = _at_0001(tmp_path / "state.db", "INSERT INTO envs (name, project, backend, guest, created_at, "
+                    "guest_version) VALUES ('lb-old', '/a/old', 'local', 'local', '2026-01-02 03:04:05', 1)")
     store = Store(path)
     try:
         assert store.schema_revision() == "0002" == fastindex.HEAD_REVISION
@@ -144,3 +149,14 @@ def test_upgrade_from_0001_keeps_rows(tmp_path):
         assert store.audit(user="bob") == {"auth": [], "sessions": []}
     finally:
         store.close()
+
+
+def test_a_failed_upgrade_changes_nothing(tmp_path):
+    """Migrations run in one transaction: a step failing half-way leaves the previous revision intact."""
+    path = _at_0001(tmp_path / "state.db", "CREATE TABLE audit_sessions (x INTEGER)")  # 0002 fails at its 2nd
+    with pytest.raises(StateError):
+        Store(path).all()
+    with sqlite3.connect(path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert tables == {"alembic_version", "envs", "audit_sessions"} and version == ("0001",)
