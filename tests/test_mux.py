@@ -122,7 +122,8 @@ def test_other_users_are_refused(lb: LB, project: str) -> None:
         "except (BrokenPipeError, ConnectionResetError):\n"
         "    print(repr(b''))\n"
     )
-    r = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c", probe],
+    nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    r = subprocess.run([*nobody, "/usr/bin/python3", "-c", probe],
                        capture_output=True, text=True, timeout=30, check=False)
     assert r.stdout.strip() == "b''", r.stderr
     assert not Path("/tmp/pwned").exists()
