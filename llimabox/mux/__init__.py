@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import typing as t
 
-__all__ = ["runtime_dir", "socket_path", "PROTOCOL"]
+__all__ = ["runtime_dir", "socket_path", "PROTOCOL", "ACCEPTED"]
 
 PROTOCOL = 1
+ACCEPTED = b"+"  # the mux's first byte back: it has taken the request
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 
 

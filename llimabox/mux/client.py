@@ -13,7 +13,7 @@ import struct
 import sys
 import typing as t
 
-from llimabox.mux import PROTOCOL, runtime_dir, socket_path
+from llimabox.mux import ACCEPTED, PROTOCOL, runtime_dir, socket_path
 
 __all__ = ["run", "parse"]
 
@@ -126,6 +126,14 @@ def _send(sock: socket.socket, req: Request) -> None:
     socket.send_fds(sock, [struct.pack("!I", len(body)) + body], [0, 1, 2])
 
 
+def _accepted(sock: socket.socket) -> bool:
+    """Whether the mux took the request (it may have been exiting when we connected)."""
+    try:
+        return sock.recv(1) == ACCEPTED
+    except OSError:
+        return False
+
+
 def _reply(sock: socket.socket) -> dict[str, t.Any]:
     data = b""
     while not data.endswith(b"\n"):
@@ -157,6 +165,8 @@ def run(args: t.Sequence[str]) -> int | None:
             _send(sock, req)
         except OSError:
             return None  # nothing ran
+        if not _accepted(sock):
+            return None  # nor here
         try:
             reply = _reply(sock)
         except (OSError, ValueError) as exc:

@@ -2,8 +2,9 @@
 
 Started by the client as ``python -m llimabox.mux.server`` (detached, in the user's environment).
 One request per client connection: a length-prefixed JSON message carrying the client's stdin,
-stdout and stderr as ``SCM_RIGHTS``; one JSON line back: ``{"exit": N}``, ``{"exit": 125,
-"error": "..."}``, or ``{"fallback": "why"}`` when the client should run the command itself.
+stdout and stderr as ``SCM_RIGHTS``; back, one byte saying the request was taken (without it the
+client knows nothing ran and runs the command itself), then one JSON line: ``{"exit": N}``,
+``{"exit": 125, "error": "..."}``, or ``{"fallback": "why"}`` when the client should run it itself.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 import typing as t
 
 from llimabox import __version__
-from llimabox.mux import PROTOCOL, runtime_dir, socket_path
+from llimabox.mux import ACCEPTED, PROTOCOL, runtime_dir, socket_path
 
 if t.TYPE_CHECKING:
     from llimabox.backends.base import Backend
@@ -53,6 +54,11 @@ class Mux(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         super().__init__(path, _Handler)
         self.inode = os.stat(path).st_ino
         self.retired = False
+
+    def process_request(self, request: t.Any, client_address: t.Any) -> None:
+        with self.lock:  # counted before the handler's thread starts, so an idle exit cannot drop it
+            self.active += 1
+        super().process_request(request, client_address)
 
     def expired(self) -> bool:
         with self.lock:
@@ -112,12 +118,9 @@ class _Handler(socketserver.BaseRequestHandler):
     request: socket.socket
 
     def handle(self) -> None:
-        if not _peer_is_us(self.request):
-            return
-        with self.server.lock:
-            self.server.active += 1
         try:
-            self._serve()
+            if _peer_is_us(self.request):
+                self._serve()
         finally:
             with self.server.lock:
                 self.server.active -= 1
@@ -128,6 +131,12 @@ class _Handler(socketserver.BaseRequestHandler):
             msg, fds = _receive(self.request)
         except (OSError, ValueError) as exc:
             log.warning("bad request: %s", exc)
+            return
+        try:
+            self.request.sendall(ACCEPTED)  # from here on the client waits for the outcome
+        except OSError:
+            for fd in fds:
+                os.close(fd)
             return
         modes = (("rb", 0), ("wb", -1), ("wb", -1))  # stdin unbuffered: the pump reads its descriptor
         files = [os.fdopen(fd, mode, buffering=b) for fd, (mode, b) in zip(fds, modes, strict=False)]
