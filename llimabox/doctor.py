@@ -109,7 +109,7 @@ def _sudoers_check(backend: Backend, fix: str) -> Check:
         return Check("sudoers", True, f"{SUDOERS} is valid")
     if not err.startswith(b"sudo:"):
         return Check("sudoers", False, f"{SUDOERS}: {_text(err) or 'missing or invalid'}", fix)
-    code, out, err = _capture(backend, ["sudo", "-n", "-l", f"{guest.GUEST_PREFIX}/list"])
+    code, _, err = _capture(backend, ["sudo", "-n", "-l", f"{guest.GUEST_PREFIX}/list"])
     if code == 0:
         return Check("sudoers", True, "the login user may run the guest scripts")
     return Check("sudoers", False, f"sudo refuses the guest scripts ({_text(err) or 'not allowed'})", fix)

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
 from llimabox import guest as guest_mod
 from llimabox.lima import render
 from tests.guest import guest_argv
-from tests.lima_env import FakeLima, fake  # noqa: F401 - the fixture
+from tests.lima_env import FakeLima, fake_lima
 
 VM = "llima-box"
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeLima]:
+    yield from fake_lima()
 
 
 def as_root(fake: FakeLima, *argv: str, name: str = VM) -> subprocess.CompletedProcess[str]:

@@ -24,7 +24,7 @@ class LimaBackend(SSHBackend):
     kind = "lima"
     local_paths = True
 
-    def __init__(self, vm: VM, sudo: bool = True, connect_timeout: float = 10.0) -> None:  # noqa: D107
+    def __init__(self, vm: VM, sudo: bool = True, connect_timeout: float = 10.0) -> None:
         self.vm = vm
         self._sudo = sudo
         self._timeout = connect_timeout

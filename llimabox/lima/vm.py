@@ -13,7 +13,13 @@ from pathlib import Path
 from llimabox import guest
 from llimabox.errors import GuestUnreachable, InvalidInput
 from llimabox.lima import render
-from llimabox.lima.limactl import Instance, Limactl, LimactlError, lima_home, read_ssh_config
+from llimabox.lima.limactl import (
+    Instance,
+    Limactl,
+    LimactlError,
+    lima_home,
+    read_ssh_config,
+)
 
 if t.TYPE_CHECKING:
     from llimabox.transport import SSHTarget
