@@ -166,6 +166,7 @@ def run_checks(overrides: t.Mapping[str, object] | None = None, accept_host_key:
             checks.append(Check("ssh", False, str(exc)))
         else:
             backend.auto_upgrade = False  # type: ignore[attr-defined] # diagnose, never change the guest
+            backend.start_on_demand = False
             try:
                 checks += _guest_checks(backend)
             finally:

@@ -219,3 +219,12 @@ def test_vm_start_with_own_config(fake: FakeLima) -> None:
     assert r.returncode == 0, r.stderr
     assert (fake.lima_home / "own" / "lima.yaml").read_text() == own.read_text()
     assert lb("delete", "--yes").returncode == 0
+
+
+def test_status_never_boots_the_vm(fake: FakeLima) -> None:
+    env = {**fake.env, "LLIMA_BOX_VM_NAME": "st"}
+    r = subprocess.run([*fake.lb_argv, "status", "--json"], env=env, capture_output=True, timeout=60, check=False)
+    info = json.loads(r.stdout)
+    assert r.returncode == 1 and info["backend"] == "lima" and info["reachable"] is False
+    assert "llima-box vm start" in info["error"]
+    assert status(fake, "st") == "missing"

@@ -38,7 +38,8 @@ class LimaBackend(SSHBackend):
     def target(self) -> SSHTarget:  # type: ignore[override]
         """The VM's SSH endpoint; the VM is created/started first when it must be."""
         if self._target is None:
-            self._target = self.vm.ssh_target(self.vm.ensure_running(), self._timeout)
+            inst = self.vm.ensure_running() if self.start_on_demand else self.vm.running()
+            self._target = self.vm.ssh_target(inst, self._timeout)
         return self._target
 
     def ready(self) -> bool:
