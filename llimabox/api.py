@@ -466,6 +466,7 @@ def status(
     from llimabox import __version__, paths
 
     backend = open_backend(config, overrides, accept_host_key)
+    backend.start_on_demand = False  # a report: never boot the VM for it
     info: dict[str, t.Any] = {
         "version": __version__,
         "backend": backend.kind,

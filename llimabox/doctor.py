@@ -109,7 +109,7 @@ def _sudoers_check(backend: Backend, fix: str) -> Check:
         return Check("sudoers", True, f"{SUDOERS} is valid")
     if not err.startswith(b"sudo:"):
         return Check("sudoers", False, f"{SUDOERS}: {_text(err) or 'missing or invalid'}", fix)
-    code, out, err = _capture(backend, ["sudo", "-n", "-l", f"{guest.GUEST_PREFIX}/list"])
+    code, _, err = _capture(backend, ["sudo", "-n", "-l", f"{guest.GUEST_PREFIX}/list"])
     if code == 0:
         return Check("sudoers", True, "the login user may run the guest scripts")
     return Check("sudoers", False, f"sudo refuses the guest scripts ({_text(err) or 'not allowed'})", fix)
@@ -166,6 +166,7 @@ def run_checks(overrides: t.Mapping[str, object] | None = None, accept_host_key:
             checks.append(Check("ssh", False, str(exc)))
         else:
             backend.auto_upgrade = False  # type: ignore[attr-defined] # diagnose, never change the guest
+            backend.start_on_demand = False
             try:
                 checks += _guest_checks(backend)
             finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,16 +24,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import yaml  # noqa: E402
+import yaml
 
-from tests.guest import boot_argv, free_port, guest_argv  # noqa: E402
+from tests.guest import boot_argv, free_port, guest_argv
 
 VERSION = "2.2.0"
 GUEST_USER, GUEST_UID, GUEST_HOME = "alice", 1501, "/home/alice.guest"
 
 
 def log(level: str, msg: str) -> None:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     print(f"time={json.dumps(now)} level={level} msg={json.dumps(msg)}", file=sys.stderr, flush=True)
 
 
@@ -289,9 +290,9 @@ def cmd_start(args: list[str]) -> None:
         log("info", f"The instance {name!r} is already running. Run `limactl shell {name}` to open the shell.")
         return
     doc = load_yaml(name)[0] or {}
-    log("info", "Starting the instance \"%s\" with VM driver \"qemu\"" % name)
+    log("info", f'Starting the instance "{name}" with VM driver "qemu"')
     pid = boot(name, doc)
-    log("info", "[hostagent] SSH Local Port: %s" % (inst_dir(name) / "ssh.port").read_text().strip())
+    log("info", "[hostagent] SSH Local Port: " + (inst_dir(name) / "ssh.port").read_text().strip())
     log("info", "[hostagent] Waiting for the essential requirement 1 of 2: \"ssh\"")
     serial = inst_dir(name) / "serial.log"
     for i, step in enumerate(doc.get("provision") or []):
@@ -359,14 +360,20 @@ def cmd_delete(args: list[str]) -> None:
 
 
 def cmd_shell(args: list[str]) -> None:
-    opts, rest = parse_opts(args[:1], {"--workdir"}, set()) if args and args[0].startswith("--workdir") else ({}, args)
-    if not rest:
+    workdir = None
+    if args and args[0].startswith("--workdir"):
+        _, eq, value = args[0].partition("=")
+        workdir, args = (value, args[1:]) if eq else (args[1] if len(args) > 1 else "", args[2:])
+    if not args:
         fatal("requires at least 1 arg(s)")
-    name, cmd = rest[0], rest[1:]
+    name, cmd = args[0], args[1:]
     if status(name)[0] != "Running":
         fatal(f"instance {name!r} status is not \"Running\"")
+    script = shlex.join(cmd) if cmd else "exec bash -l"  # each argument quoted, as limactl does
+    if workdir:
+        script = f"cd {shlex.quote(workdir)} && {script}"
     cfg = inst_dir(name) / "ssh.config"
-    os.execvp("ssh", ["ssh", "-F", str(cfg), "-o", "LogLevel=ERROR", f"lima-{name}", "--", *(cmd or ["bash", "-l"])])
+    os.execvp("ssh", ["ssh", "-F", str(cfg), "-o", "LogLevel=ERROR", f"lima-{name}", "--", script])
 
 
 def main(argv: list[str]) -> None:

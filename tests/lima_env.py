@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import typing as t
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,7 +45,7 @@ class FakeLima:
         return subprocess.run(["limactl", *args], env=self.env, capture_output=True, text=True, input=input,
                               timeout=300, check=False)
 
-    lb_argv = [sys.executable, "-m", "llimabox"]
+    lb_argv: t.ClassVar[list[str]] = [sys.executable, "-m", "llimabox"]
 
     def lb(self, *args: str, input: bytes = b"") -> subprocess.CompletedProcess[bytes]:
         return subprocess.run([*self.lb_argv, *args], env=self.env, capture_output=True, input=input, timeout=300,
@@ -65,9 +66,8 @@ class FakeLima:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeLima]:
-    """A fake Lima world for one test module; every VM in it is deleted at the end."""
+def fake_lima() -> Iterator[FakeLima]:
+    """For a fixture: a fake Lima world; every VM in it is deleted at the end."""
     try:
         f = FakeLima()
     except GuestUnavailable as e:

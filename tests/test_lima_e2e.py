@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
 from llimabox import guest as guest_mod
 from llimabox.lima import render
 from tests.guest import guest_argv
-from tests.lima_env import FakeLima, fake  # noqa: F401 - the fixture
+from tests.lima_env import FakeLima, fake_lima
 
 VM = "llima-box"
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeLima]:
+    yield from fake_lima()
 
 
 def as_root(fake: FakeLima, *argv: str, name: str = VM) -> subprocess.CompletedProcess[str]:
@@ -154,7 +160,7 @@ def test_doctor(fake: FakeLima) -> None:
 
 
 def test_concurrent_first_use_creates_once(fake: FakeLima) -> None:
-    env = {**fake.env, "LLIMA_BOX_VM_NAME": "conc", "LLIMA_BOX_MUX": "1", "LLIMA_BOX_MUX_IDLE": "1"}
+    env = {**fake.env, "LLIMA_BOX_VM_NAME": "conc"}  # three llima-box processes, no mux between them
     project = fake.project("conc")
     procs = [
         subprocess.Popen([*fake.lb_argv, "shell", project, "--", "true"], env=env, stdout=subprocess.PIPE,
@@ -166,7 +172,7 @@ def test_concurrent_first_use_creates_once(fake: FakeLima) -> None:
         p.stdout.close()  # type: ignore[union-attr]
         p.stderr.close()  # type: ignore[union-attr]
     assert [code for code, _ in results] == [0, 0, 0], results
-    assert sum(b"creating the Lima VM conc" in err for _, err in results) <= 1  # else the mux did it
+    assert sum(b"creating the Lima VM conc" in err for _, err in results) == 1, results
     assert all(not err or b"creating the Lima VM" in err or b"waiting while" in err for _, err in results), results
     assert status(fake, "conc") == "Running"
     assert fake.limactl("delete", "-f", "conc").returncode == 0
@@ -213,3 +219,12 @@ def test_vm_start_with_own_config(fake: FakeLima) -> None:
     assert r.returncode == 0, r.stderr
     assert (fake.lima_home / "own" / "lima.yaml").read_text() == own.read_text()
     assert lb("delete", "--yes").returncode == 0
+
+
+def test_status_never_boots_the_vm(fake: FakeLima) -> None:
+    env = {**fake.env, "LLIMA_BOX_VM_NAME": "st"}
+    r = subprocess.run([*fake.lb_argv, "status", "--json"], env=env, capture_output=True, timeout=60, check=False)
+    info = json.loads(r.stdout)
+    assert r.returncode == 1 and info["backend"] == "lima" and info["reachable"] is False
+    assert "llima-box vm start" in info["error"]
+    assert status(fake, "st") == "missing"

@@ -4,12 +4,18 @@ and llimabox.lima.limactl drives it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from llimabox.lima import limactl, render
-from tests.lima_env import FakeLima, fake  # noqa: F401 - the fixture
+from tests.lima_env import FakeLima, fake_lima
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeLima]:
+    yield from fake_lima()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +74,9 @@ def test_lifecycle_json_and_layout(fake: FakeLima, yaml_file: str) -> None:
     r = fake.limactl("shell", "t1", "/usr/local/libexec/llima-box/version")
     assert r.returncode == 0
     assert r.stdout.strip() == str(render.rendered_version(Path(yaml_file).read_text()))
-    assert fake.limactl("shell", "t1", "sh", "-c", "'exit 7'").returncode == 7
+    assert fake.limactl("shell", "t1", "sh", "-c", "exit 7").returncode == 7
+    r = fake.limactl("shell", "--workdir", "/tmp", "t1", "sh", "-c", 'pwd; echo "$0"', "a b")
+    assert r.stdout == "/tmp\na b\n"
 
     r = fake.limactl("delete", "t1")
     assert r.returncode == 1 and "running" in r.stderr

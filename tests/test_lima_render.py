@@ -43,7 +43,7 @@ def test_keys_and_types() -> None:
 
 def test_payload_is_the_guest_scripts() -> None:
     script = _doc()["provision"][0]["script"]
-    blob = re.search(r"<<'LLIMA_BOX_PAYLOAD'\n(.*?)\nLLIMA_BOX_PAYLOAD\n", script, re.S)
+    blob = re.search(r"<<'LLIMA_BOX_PAYLOAD'\n(.*?)\nLLIMA_BOX_PAYLOAD\n", script, re.DOTALL)
     assert blob
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(base64.b64decode(blob.group(1))))) as tar:
         names = set(tar.getnames())

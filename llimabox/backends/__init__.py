@@ -13,7 +13,7 @@ from llimabox.errors import InvalidInput
 if t.TYPE_CHECKING:
     from llimabox.config import Config
 
-__all__ = ["Backend", "get_backend", "choose_kind", "lima_backend"]
+__all__ = ["Backend", "choose_kind", "get_backend", "lima_backend"]
 
 
 def choose_kind(config: Config) -> str:

@@ -24,7 +24,7 @@ class LimaBackend(SSHBackend):
     kind = "lima"
     local_paths = True
 
-    def __init__(self, vm: VM, sudo: bool = True, connect_timeout: float = 10.0) -> None:  # noqa: D107
+    def __init__(self, vm: VM, sudo: bool = True, connect_timeout: float = 10.0) -> None:
         self.vm = vm
         self._sudo = sudo
         self._timeout = connect_timeout
@@ -38,7 +38,8 @@ class LimaBackend(SSHBackend):
     def target(self) -> SSHTarget:  # type: ignore[override]
         """The VM's SSH endpoint; the VM is created/started first when it must be."""
         if self._target is None:
-            self._target = self.vm.ssh_target(self.vm.ensure_running(), self._timeout)
+            inst = self.vm.ensure_running() if self.start_on_demand else self.vm.running()
+            self._target = self.vm.ssh_target(inst, self._timeout)
         return self._target
 
     def ready(self) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from llimabox.errors import GuestUnreachable, InvalidInput, LlimaBoxError
 
-__all__ = ["Instance", "Limactl", "LimactlError", "NAME_RE", "read_ssh_config", "lima_home"]
+__all__ = ["NAME_RE", "Instance", "Limactl", "LimactlError", "lima_home", "read_ssh_config"]
 
 NAME_RE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")
 INSTALL_HINT = "install Lima (macOS: brew install lima; see https://lima-vm.io)"

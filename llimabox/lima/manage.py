@@ -11,7 +11,7 @@ if t.TYPE_CHECKING:
     from llimabox.config import Config
     from llimabox.lima.vm import VM
 
-__all__ = ["open_vm", "start", "stop", "delete", "status", "logs", "provision"]
+__all__ = ["delete", "logs", "open_vm", "provision", "start", "status", "stop"]
 
 Overrides = t.Mapping[str, object]
 

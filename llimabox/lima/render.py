@@ -19,7 +19,7 @@ import yaml
 
 from llimabox import guest
 
-__all__ = ["render", "payload", "MARKER", "rendered_version"]
+__all__ = ["MARKER", "payload", "render", "rendered_version"]
 
 #: The first line of a rendered yaml; followed by the guest-scripts version.
 MARKER = "# llima-box embedded lima.yaml, guest scripts version "

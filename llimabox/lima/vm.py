@@ -13,7 +13,13 @@ from pathlib import Path
 from llimabox import guest
 from llimabox.errors import GuestUnreachable, InvalidInput
 from llimabox.lima import render
-from llimabox.lima.limactl import Instance, Limactl, LimactlError, lima_home, read_ssh_config
+from llimabox.lima.limactl import (
+    Instance,
+    Limactl,
+    LimactlError,
+    lima_home,
+    read_ssh_config,
+)
 
 if t.TYPE_CHECKING:
     from llimabox.transport import SSHTarget
@@ -71,6 +77,20 @@ class VM:
             return inst
         with self._lock():
             return self._ensure_running()
+
+    def running(self) -> Instance:
+        """The instance when it is running; never creates or starts it.
+
+        :raises VMNotReady: missing, stopped or in another state (naming the fix).
+        """
+        inst = self.info()
+        if inst is None:
+            raise VMNotReady(f"there is no Lima VM {self.name} yet; create it: llima-box vm start")
+        if inst.status == STOPPED:
+            raise VMNotReady(f"the Lima VM {self.name} is Stopped; start it: llima-box vm start")
+        if inst.status != RUNNING:
+            raise self.bad_status(inst)
+        return inst
 
     @contextlib.contextmanager
     def _lock(self) -> t.Iterator[None]:
