@@ -72,7 +72,8 @@ unbind_agent() {
 
 # The caller: the first ancestor that is not sudo (sshd's session for a remote caller). When it is
 # gone (the connection dropped, the caller was killed) while CMD still runs, CMD gets SIGHUP, as
-# from a closed terminal, instead of running on forever. The watcher polls once a second.
+# from a closed terminal, instead of running on forever. A watcher process checks once a second
+# (sleeping in a builtin read: no process per check); it ends with the entry.
 proc_stat() { # proc_stat PID: set STAT_PPID, STAT_START, STAT_COMM (fails when PID is gone)
 	local stat f
 	read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
@@ -80,7 +81,7 @@ proc_stat() { # proc_stat PID: set STAT_PPID, STAT_START, STAT_COMM (fails when 
 	read -r -a f <<<"${stat##*) }"
 	STAT_PPID=${f[1]} STAT_START=${f[19]}
 }
-hangup_descendants() { # SIGHUP every process below $$ but the watcher itself
+signal_descendants() { # signal_descendants SIG: send SIG to every process below $$ but the watcher itself
 	local c stat f todo=("$$") kids=() p
 	declare -A children=()
 	for c in /proc/[0-9]*/stat; do
@@ -92,31 +93,32 @@ hangup_descendants() { # SIGHUP every process below $$ but the watcher itself
 		p=${todo[0]} todo=("${todo[@]:1}")
 		for c in ${children[$p]:-}; do
 			[[ $c == "$BASHPID" ]] && continue
-			kids+=("$c") todo+=("$c")
+			kids=("$c" "${kids[@]}") todo+=("$c") # deepest first, nsenter last
 		done
 	done
-	((${#kids[@]} == 0)) || kill -HUP "${kids[@]}" 2>/dev/null || true
+	((${#kids[@]} == 0)) || kill "-$1" "${kids[@]}" 2>/dev/null || true
 }
 watch_caller() {
-	local caller=$1 caller_start=$2 self_start=$3
-	while sleep 1; do
-		proc_stat "$$" && [[ $STAT_START == "$self_start" ]] || return 0 # CMD is over
-		if ! proc_stat "$caller" || [[ $STAT_START != "$caller_start" ]]; then
-			hangup_descendants
+	local caller=$1 start=$2 never
+	exec {never}<> <(:) # a pipe nobody writes to: read -t on it just waits
+	while ! read -r -t 1 -u "$never"; do
+		[[ -e /proc/$$ ]] || return 0 # this entry ended abnormally
+		if ! proc_stat "$caller" || [[ $STAT_START != "$start" ]]; then
+			signal_descendants HUP
 			return 0
 		fi
 	done
 }
 caller=$PPID
 while proc_stat "$caller" && [[ $STAT_COMM == sudo ]]; do caller=$STAT_PPID; done
+watcher=
 if proc_stat "$caller" && ((caller > 1)); then
-	caller_start=$STAT_START
-	proc_stat "$$"
-	watch_caller "$caller" "$caller_start" "$STAT_START" </dev/null >/dev/null 2>&1 9>&- &
+	watch_caller "$caller" "$STAT_START" </dev/null >/dev/null 2>&1 9>&- &
+	watcher=$!
 fi
+
 ctty=()
 [[ -t 0 ]] && ctty=(--ctty)
-
 nsenter_argv=(
 	nsenter -t "$pid" -m -p -i -u --
 	setsid "${ctty[@]}" --
@@ -125,8 +127,10 @@ nsenter_argv=(
 	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 	"TERM=$term" "LANG=$lang" "${extra[@]}"
 )
-if [[ -z $agent ]]; then
-	exec "${nsenter_argv[@]}" "$@"
+rc=0
+"${nsenter_argv[@]}" "$@" || rc=$?
+if [[ -n $watcher ]]; then
+	kill "$watcher" 2>/dev/null || true
+	wait "$watcher" 2>/dev/null || true
 fi
-"${nsenter_argv[@]}" "$@" && rc=0 || rc=$?
 exit "$rc"
