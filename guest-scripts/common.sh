@@ -108,6 +108,42 @@ run_dirs() {
 
 user_exists() { getent passwd "$1" >/dev/null; }
 
+# kill_uid UID: SIGKILL every process running as UID (none should exist outside the env)
+kill_uid() {
+	local status uid
+	for status in /proc/[0-9]*/status; do
+		uid=$(awk '/^Uid:/ {print $2; exit}' "$status" 2>/dev/null) || continue
+		[[ $uid == "$1" ]] && kill -KILL "${status//[^0-9]/}" 2>/dev/null
+	done
+	return 0
+}
+
+# remove_account NAME: end the processes of the env's user, then drop the user and its group;
+# refuses ids outside the env range
+remove_account() {
+	local name=$1 uid gid
+	uid=$(getent passwd "$name" | cut -d: -f3) || true
+	if [[ -n $uid ]]; then
+		((uid >= LB_UID_MIN && uid <= LB_UID_MAX)) || fail "$name is not an env user (uid $uid)"
+		kill_uid "$uid"
+		userdel "$name" 2>/dev/null || fail "userdel $name failed"
+	fi
+	gid=$(getent group "$name" | cut -d: -f3) || true
+	if [[ -n $gid ]]; then
+		((gid >= LB_UID_MIN && gid <= LB_UID_MAX)) || fail "$name is not an env group (gid $gid)"
+		groupdel "$name" 2>/dev/null || fail "groupdel $name failed"
+	fi
+}
+
+# account_whole NAME: true when the env's user and its own group both exist; a killed useradd
+# or userdel can leave one without the other
+account_whole() {
+	local ugid gid
+	ugid=$(getent passwd "$1" | cut -d: -f4) || return 1
+	gid=$(getent group "$1" | cut -d: -f3) || return 1
+	[[ -n $ugid && $ugid == "$gid" ]]
+}
+
 # holder_alive NAME: set HOLDER_PID when the env's holder process is running
 holder_alive() {
 	local pid start now stat f
@@ -140,7 +176,7 @@ _ensure_env_locked() {
 	if [[ -r $(env_dir "$name")/project ]]; then
 		recorded=$(<"$(env_dir "$name")/project")
 		[[ $recorded == "$project" ]] || bad "env $name belongs to another project: $recorded"
-		user_exists "$name" || fail "env $name has no user; delete it and create it again"
+		account_whole "$name" || fail "env $name has no user; delete it and create it again"
 	else
 		make_env "$name" "$project"
 	fi
@@ -151,6 +187,7 @@ make_env() {
 	local name=$1 project=$2 dir home
 	dir=$(env_dir "$name")
 	home=$(env_home "$name")
+	account_whole "$name" || remove_account "$name"
 	user_exists "$name" || useradd -K UID_MIN=$LB_UID_MIN -K UID_MAX=$LB_UID_MAX \
 		-K GID_MIN=$LB_UID_MIN -K GID_MAX=$LB_UID_MAX -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 \
 		-M -U -l -d "/home/$name" -s /bin/bash -c "llima-box env" "$name" ||

@@ -9,31 +9,16 @@ need_root
 check_name "$1"
 run_dirs
 
-# kill_uid UID: SIGKILL every process running as UID (none should exist outside the env)
-kill_uid() {
-	local status uid
-	for status in /proc/[0-9]*/status; do
-		uid=$(awk '/^Uid:/ {print $2; exit}' "$status" 2>/dev/null) || continue
-		[[ $uid == "$1" ]] && kill -KILL "${status//[^0-9]/}" 2>/dev/null
-	done
-	return 0
-}
-
 delete_locked() {
-	local name=$1 uid=
+	local name=$1
 	if [[ ! -d $(env_dir "$name") && ! -d $(env_dir "$name").new && ! -e $(holder_file "$name") ]] &&
-		! user_exists "$name"; then
+		! user_exists "$name" && ! getent group "$name" >/dev/null; then
 		kill_holders "$name"
 		echo "llima-box-guest: no env $name (nothing to delete)" >&2
 		return 0
 	fi
 	kill_holders "$name"
-	if user_exists "$name"; then
-		uid=$(id -u "$name")
-		((uid >= LB_UID_MIN && uid <= LB_UID_MAX)) || fail "$name is not an env user (uid $uid)"
-		kill_uid "$uid"
-		userdel "$name" 2>/dev/null || fail "userdel $name failed"
-	fi
+	remove_account "$name"
 	rm -rf --one-file-system "$(env_home "$name")" "$(env_home "$name").new"
 	rm -rf "$(env_dir "$name")" "$(env_dir "$name").new"
 	rm -f "$(holder_file "$name")" "$(holder_file "$name").new" "$LB_RUN/$name.log" "$LB_RUN/roots/$name.fifo"

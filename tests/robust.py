@@ -65,6 +65,7 @@ def env_traces(guest: Guest, name: str) -> list[str]:
     script = r"""
 n=$1
 getent passwd "$n" >/dev/null && echo "user $n"
+getent group "$n" >/dev/null && echo "group $n"
 for p in /var/lib/llima-box/envs/$n /var/lib/llima-box/envs/$n.new /var/lib/llima-box/home/$n \
 	/var/lib/llima-box/home/$n.new /run/llima-box/$n.holder /run/llima-box/roots/$n /run/llima-box/roots/$n.fifo; do
 	[ -e "$p" ] && echo "path $p"

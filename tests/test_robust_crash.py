@@ -11,7 +11,7 @@ import pytest
 
 from llimabox.names import env_name
 from tests.guest import Guest
-from tests.robust import db_names, env_traces, finish, guest_envs, lb, new_home
+from tests.robust import UID_MAX, UID_MIN, db_names, env_traces, finish, guest_envs, lb, new_home
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -53,3 +53,22 @@ def test_sigkill_during_create(guest: Guest, run: int) -> None:
     assert lb(guest, home, "delete", name, "--yes").returncode == 0
     assert env_traces(guest, name) == []
     assert db_names(guest, home) == set()
+
+
+@pytest.mark.parametrize("leftover", ["user without group", "group without user"])
+def test_half_made_account_is_repaired(guest: Guest, leftover: str) -> None:
+    """What a useradd killed between /etc/passwd and /etc/group leaves: create repairs it, delete removes it."""
+    home, project = new_home(guest), guest.make_project("alice", "h" + secrets.token_hex(4))
+    name, ids = env_name(project), f"-K UID_MIN={UID_MIN} -K UID_MAX={UID_MAX} -K GID_MIN={UID_MIN} -K GID_MAX={UID_MAX}"
+    if leftover == "user without group":
+        script = f'useradd {ids} -M -U "$1" && sed -i "/^$1:/d" /etc/group /etc/gshadow'
+    else:
+        script = f'groupadd {ids} "$1"'
+    assert guest.run(["sh", "-c", script, "sh", name]).returncode == 0
+    assert lb(guest, home, "delete", project, "--yes").returncode == 0
+    assert env_traces(guest, name) == []
+    assert guest.run(["sh", "-c", script, "sh", name]).returncode == 0
+    r = lb(guest, home, "shell", project, "--", "id", "-gn")
+    assert (r.returncode, r.stdout) == (0, f"{name}\n".encode()), r.stderr
+    assert lb(guest, home, "delete", project, "--yes").returncode == 0
+    assert env_traces(guest, name) == []
