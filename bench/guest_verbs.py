@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.guest import PREFIX, Guest  # noqa: E402
+from tests.guest import PREFIX, Guest
 
 
 def timed(guest: Guest, script: str) -> float:
@@ -41,8 +40,8 @@ def main() -> None:
             "unshare --mount --pid --ipc --uts --fork --propagation private "
             "sh -c 'mount -t tmpfs t /mnt; mount -t proc p /mnt'"), runs)
         create = median(g, lambda i: f"{PREFIX}/create lb-bench{i} {project}", runs)
-        g.sh(f"unshare --mount --pid --ipc --uts --fork --propagation private sleep 600 >/dev/null 2>&1 & "
-             f"sleep 0.2; echo $(pgrep -n -x sleep) > /run/bare.pid")
+        g.sh("unshare --mount --pid --ipc --uts --fork --propagation private sleep 600 >/dev/null 2>&1 & "
+             "sleep 0.2; echo $(pgrep -n -x sleep) > /run/bare.pid")
         bare_enter = median(g, lambda i: "nsenter -t $(cat /run/bare.pid) -m -p -i -u true", runs)
         enter = median(g, lambda i: f"{PREFIX}/enter lb-bench0 {project} -- true", runs)
     print(f"{'what':<28}{'median ms':>10}{'baseline ms':>13}{'ratio':>8}")

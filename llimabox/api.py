@@ -63,7 +63,7 @@ def _project(backend: Backend, path: str | os.PathLike[str]) -> str:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _open_store() -> Store:
@@ -103,7 +103,7 @@ def _find_containing(identity: str, where: str) -> ShellTarget | None:
             rec = store.find_containing(identity, where)
         finally:
             store.close()
-    except Exception as exc:  # never fail the command because of the state database
+    except Exception as exc:  # noqa: BLE001 -- never fail the command because of the state database
         log.warning("state database unavailable, continuing without it: %s", exc)
         return None
     return ShellTarget(rec.name, rec.project, where, known=True) if rec else None
@@ -127,7 +127,7 @@ def _record_first_use(backend: Backend, target: ShellTarget) -> None:
             _upsert(store, backend, target.name, target.project, None)
         finally:
             store.close()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- recording is best effort after the command ran
         log.warning("could not record the env in the state database: %s", exc)
         return
     target.recorded = True
@@ -155,7 +155,7 @@ def record_use(backend: Backend, target: ShellTarget, code: int) -> None:
                 store.delete(target.name)
         finally:
             store.close()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- recording is best effort after the command ran
         log.warning("could not record the env in the state database: %s", exc)
 
 
@@ -318,8 +318,8 @@ def _iso(value: object) -> str | None:
         return None
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.timezone.utc)
-        return value.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+            value = value.replace(tzinfo=datetime.UTC)
+        return value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
     return str(value)
 
 

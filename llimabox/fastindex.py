@@ -49,7 +49,7 @@ def find_containing(db: os.PathLike[str] | str, guest: str, path: str) -> tuple[
 def touch(db: os.PathLike[str] | str, name: str) -> None:
     """Record that env ``name`` was used now."""
     conn = _connect(db)
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     try:
         with conn:
             conn.execute("UPDATE envs SET last_used_at = ? WHERE name = ?", (now, name))

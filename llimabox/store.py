@@ -22,7 +22,7 @@ from llimabox.models import AuthAttempt, Env, SessionLog
 
 __all__ = ["EnvRecord", "Store", "migrations_dir"]
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 @dataclasses.dataclass(frozen=True)

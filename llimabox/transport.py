@@ -112,7 +112,7 @@ def _open_socket(target: SSHTarget) -> socket.socket:
         raise GuestUnreachable(f"cannot resolve {target.host}: {exc.strerror}") from exc
     except ConnectionRefusedError as exc:
         raise GuestUnreachable(f"connection to {where} refused (is the guest running?)") from exc
-    except (TimeoutError, socket.timeout) as exc:
+    except TimeoutError as exc:
         raise GuestUnreachable(f"connection to {where} timed out after {target.connect_timeout:g}s") from exc
     except OSError as exc:
         raise GuestUnreachable(f"cannot connect to {where}: {exc.strerror or exc}") from exc
@@ -460,7 +460,7 @@ class _Pump:
                 return
             try:
                 n = self.chan.send(self.pending)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if n <= 0:
                 break
@@ -498,14 +498,14 @@ class _Pump:
         while chan.recv_ready():
             try:
                 data = chan.recv(_CHUNK)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if data:
                 self.out.write(data)
         while chan.recv_stderr_ready():
             try:
                 data = chan.recv_stderr(_CHUNK)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if data:
                 self.err.write(data)

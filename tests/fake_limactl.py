@@ -143,7 +143,9 @@ def cmd_list(args: list[str]) -> None:
     else:
         print("NAME        STATUS     SSH                VMTYPE    ARCH      CPUS    MEMORY    DISK      DIR")
         for n in todo:
-            print(f"{n:<12}{status(n)[0]:<11}127.0.0.1:0        qemu      {os.uname().machine:<10}4       8GiB      100GiB    {inst_dir(n)}")
+            arch = os.uname().machine
+            print(f"{n:<12}{status(n)[0]:<11}127.0.0.1:0        qemu      {arch:<10}4       8GiB      100GiB    "
+                  f"{inst_dir(n)}")
 
 
 def ensure_key() -> Path:
@@ -228,7 +230,8 @@ def write_ssh_config(name: str, port: int, doc: dict) -> None:
     d, key = inst_dir(name), lima_home() / "_config" / "user"
     lines = [
         f"Host lima-{name}", f'  IdentityFile "{key}"', "  StrictHostKeyChecking no",
-        "  UserKnownHostsFile /dev/null", "  NoHostAuthenticationForLocalhost yes", "  PreferredAuthentications publickey",
+        "  UserKnownHostsFile /dev/null", "  NoHostAuthenticationForLocalhost yes",
+        "  PreferredAuthentications publickey",
         "  BatchMode yes", "  IdentitiesOnly yes", f"  User {GUEST_USER}", "  ControlMaster auto",
         f'  ControlPath "{d / "ssh.sock"}"', "  ControlPersist yes", "  Hostname 127.0.0.1", f"  Port {port}",
     ]
@@ -258,7 +261,8 @@ def boot(name: str, doc: dict) -> int:
     while not (vm / "out" / "ready").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             kill(name)
-            fatal(f"exiting, status={{Running:false Degraded:false Exiting:true Errors:[the host agent process exited; see {d / 'ha.stderr.log'}]}}")
+            fatal("exiting, status={Running:false Degraded:false Exiting:true "
+                  f"Errors:[the host agent process exited; see {d / 'ha.stderr.log'}]}}")
         time.sleep(0.05)
     write_ssh_config(name, port, doc)
     pid = int((vm / "pid").read_text())
@@ -353,7 +357,8 @@ def cmd_delete(args: list[str]) -> None:
             log("warning", f"Ignoring non-existent instance {name!r}")
             continue
         if status(name)[0] == "Running" and not force:
-            fatal(f"failed to delete instance {name!r}: instance is running (Hint: use `limactl stop {name}` to stop the instance)")
+            fatal(f"failed to delete instance {name!r}: instance is running "
+                  f"(Hint: use `limactl stop {name}` to stop the instance)")
         kill(name)
         shutil.rmtree(inst_dir(name))
         log("info", f"Deleted {name!r} ({inst_dir(name)})")

@@ -10,8 +10,8 @@ directory as a project), and the guest side installed by the project's own
 from __future__ import annotations
 
 import os
-import shutil
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,12 +51,12 @@ def guest_argv(pid: int, argv: list[str], user: str = "root", cwd: str | None = 
         env = ["env", "-i", "HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
         if cwd:
             env[1:1] = ["-C", cwd]
-        return enter + ["--"] + env + list(argv)
-    home = "/home/%s.guest" % user
+        return [*enter, "--", *env, *list(argv)]
+    home = f"/home/{user}.guest"
     env = ["env", "-i", "-C", cwd or home, f"HOME={home}", f"USER={user}", f"LOGNAME={user}",
            "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"]
     drop = ["setpriv", "--reuid", user, "--regid", user, "--init-groups", "--"]
-    return enter + ["--"] + drop + env + list(argv)
+    return [*enter, "--", *drop, *env, *list(argv)]
 
 
 def boot_argv(dir: str | os.PathLike[str], port: int, shared: str | os.PathLike[str], *options: str) -> list[str]:

@@ -27,7 +27,8 @@ class FakeLima:
         self.lima_home = self.dir / "l"
         bin_dir = self.dir / "bin"
         bin_dir.mkdir()
-        wrapper = f"#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(REPO / 'tests' / 'fake_limactl.py'))} \"$@\"\n"
+        fake = shlex.quote(str(REPO / "tests" / "fake_limactl.py"))
+        wrapper = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {fake} "$@"\n'
         (bin_dir / "limactl").write_text(wrapper)
         (bin_dir / "limactl").chmod(0o755)
         self.env = {

@@ -54,7 +54,8 @@ def guest_envs(guest: Guest) -> dict[str, dict[str, t.Any]]:
 
 def db_names(guest: Guest, home: str) -> set[str]:
     """The env names the state database in ``home`` records (read with sqlite directly)."""
-    code = "import sqlite3,sys; print('\\n'.join(r[0] for r in sqlite3.connect(sys.argv[1]).execute('select name from envs')))"
+    code = ("import sqlite3,sys; "
+            "print('\\n'.join(r[0] for r in sqlite3.connect(sys.argv[1]).execute('select name from envs')))")
     r = guest.run(["python3", "-c", code, f"{home}/state.db"])
     assert r.returncode == 0, r.stderr
     return set(r.stdout.split())

@@ -54,7 +54,7 @@ class Serve:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"serve did not start: {self.output()}")
+                    raise RuntimeError(f"serve did not start: {self.output()}") from None
                 time.sleep(0.1)
 
     def output(self) -> str:

@@ -11,9 +11,8 @@ import time
 import typing as t
 from pathlib import Path
 
-import pytest
-
 import pexpect
+import pytest
 
 
 class LB:
@@ -180,7 +179,8 @@ def test_delete_all(lb: LB, guest: t.Any) -> None:
 def test_unreachable_is_125(tmp_path: Path) -> None:
     env = {**os.environ, "LLIMA_BOX_HOME": str(tmp_path)}
     r = subprocess.run(
-        [sys.executable, "-m", "llimabox", "--backend", "ssh", "--host", "alice@127.0.0.1:1", "shell", "/x", "--", "true"],
+        [sys.executable, "-m", "llimabox", "--backend", "ssh", "--host", "alice@127.0.0.1:1",
+         "shell", "/x", "--", "true"],
         capture_output=True, env=env, check=False,
     )  # fmt: skip
     assert r.returncode == 125

@@ -85,7 +85,8 @@ def test_delete_leaves_nothing_behind(guest, env_name, project):
     before = guest.sh("cat /etc/passwd /etc/group; ls /var/lib/llima-box/home /run/llima-box; "
                       "grep -c . /proc/self/mountinfo; ps -e --no-headers -o args | grep -vc llimabox.mux").stdout
     guest.sh(f"echo keep > {project}/keep")
-    assert guest.enter(env_name, project, "sh", "-c", "sleep 300 >/dev/null 2>&1 & echo h > ~/h; touch made").returncode == 0
+    r = guest.enter(env_name, project, "sh", "-c", "sleep 300 >/dev/null 2>&1 & echo h > ~/h; touch made")
+    assert r.returncode == 0
     uid = guest.run(["id", "-u", env_name]).stdout.strip()
     r = guest.guest_script("delete", env_name)
     assert r.returncode == 0

@@ -85,7 +85,8 @@ def test_scratch_and_ipc_are_private(guest, env, env_name):
     other = guest.make_project("alice", "i" + secrets.token_hex(3))
     name2 = env_name + "c"
     try:
-        assert inside(guest, env, "echo a > /tmp/t; echo a > /var/tmp/t; echo a > /dev/shm/t; ipcmk -M 4096").returncode == 0
+        r = inside(guest, env, "echo a > /tmp/t; echo a > /var/tmp/t; echo a > /dev/shm/t; ipcmk -M 4096")
+        assert r.returncode == 0
         r = guest.enter(name2, other, "sh", "-c", "cat /tmp/t /var/tmp/t /dev/shm/t; ipcs -m | grep -c 4096")
         assert "a" not in r.stdout.split("\n")[:3]
         assert r.stdout.strip().endswith("0")
@@ -128,9 +129,9 @@ def test_reboot_rebuilds_namespaces_and_keeps_data(guest, env):
     assert inside(guest, env, "echo h > ~/h; echo p > p").returncode == 0
     holder = guest.run(["cat", f"/run/llima-box/{env[0]}.holder"]).stdout.split()[0]
     guest.run(["kill", "-KILL", holder])
-    listed = [json.loads(l) for l in guest.guest_script("list").stdout.splitlines()]
+    listed = [json.loads(line) for line in guest.guest_script("list").stdout.splitlines()]
     assert [e["alive"] for e in listed if e["name"] == env[0]] == [False]
     r = inside(guest, env, "cat ~/h p")
     assert r.stdout == "h\np\n"
-    listed = [json.loads(l) for l in guest.guest_script("list").stdout.splitlines()]
+    listed = [json.loads(line) for line in guest.guest_script("list").stdout.splitlines()]
     assert [e["alive"] for e in listed if e["name"] == env[0]] == [True]

@@ -86,8 +86,8 @@ def test_broken_vm_is_reported(fake: FakeLima) -> None:
     env = {**fake.env, "LLIMA_BOX_VM_NAME": "brk"}
     fake.limactl("create", "--name", "brk", "-", input="images: []\n")
     (fake.lima_home / "brk" / "lima.yaml").write_text("images: [\n")
-    r = subprocess.run([*fake.lb_argv, "shell", fake.project("brk"), "--", "true"], env=env, capture_output=True, timeout=60,
-                       check=False)
+    r = subprocess.run([*fake.lb_argv, "shell", fake.project("brk"), "--", "true"], env=env, capture_output=True,
+                       timeout=60, check=False)
     assert r.returncode == 125
     assert b"is Broken" in r.stderr and b"llima-box vm stop --force" in r.stderr
     assert len(r.stderr.splitlines()) == 1

@@ -121,7 +121,8 @@ def test_log_lines_and_ssh_config_parsing(tmp_path: Path) -> None:
     assert limactl.log_message("plain text ") == "plain text"
     assert limactl.last_error("level=info msg=a\nlevel=error msg=b\nlevel=info msg=c\n", "d") == "b"
     cfg = tmp_path / "ssh.config"
-    cfg.write_text('# comment\nHost lima-x\n  IdentityFile "/a b/user"\n  Port=2222\n  User me\nHost other\n  User no\n')
+    cfg.write_text('# comment\nHost lima-x\n  IdentityFile "/a b/user"\n  Port=2222\n  User me\n'
+                   'Host other\n  User no\n')
     assert limactl.read_ssh_config(cfg) == {"host": "lima-x", "identityfile": "/a b/user", "port": "2222", "user": "me"}
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.guest import Guest
-from tests.robust import db_names, finish, env_processes, env_traces, guest_envs, lb, lb_popen, new_home, one_error_line
+from tests.robust import db_names, env_processes, env_traces, finish, guest_envs, lb, lb_popen, new_home, one_error_line
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -59,7 +59,8 @@ def test_sigkill_during_create(guest: Guest, run: int) -> None:
 def test_half_made_account_is_repaired(guest: Guest, leftover: str) -> None:
     """What a useradd killed between /etc/passwd and /etc/group leaves: create repairs it, delete removes it."""
     home, project = new_home(guest), guest.make_project("alice", "h" + secrets.token_hex(4))
-    name, ids = env_name(project), f"-K UID_MIN={UID_MIN} -K UID_MAX={UID_MAX} -K GID_MIN={UID_MIN} -K GID_MAX={UID_MAX}"
+    name = env_name(project)
+    ids = f"-K UID_MIN={UID_MIN} -K UID_MAX={UID_MAX} -K GID_MIN={UID_MIN} -K GID_MAX={UID_MAX}"
     if leftover == "user without group":
         script = f'useradd {ids} -M -U "$1" && sed -i "/^$1:/d" /etc/group /etc/gshadow'
     else:

@@ -7,8 +7,8 @@ file), never a file outside the intended env; an invalid path gets exit 2 and on
 from __future__ import annotations
 
 import os
-import shutil
 import secrets
+import shutil
 import subprocess
 import typing as t
 
@@ -62,12 +62,15 @@ def _errline(r: subprocess.CompletedProcess) -> str:
 
 @SETTINGS
 @given(parts=component_lists, relative=st.booleans(), make=st.booleans())
-def test_hostile_project_paths(guest: Guest, base: tuple[str, str], parts: list[str], relative: bool, make: bool) -> None:
+def test_hostile_project_paths(
+    guest: Guest, base: tuple[str, str], parts: list[str], relative: bool, make: bool
+) -> None:
     home, root = base
     rel = "/".join(parts)
     path = rel if relative else f"{root}/{rel}"
     if make:  # maybe make it exist (as argv, never through a shell); it may be refused anyway
-        guest.run(["python3", "-c", "import os,sys; os.makedirs(sys.argv[1], exist_ok=True)", path], user="alice", cwd=root)
+        mkdir = "import os,sys; os.makedirs(sys.argv[1], exist_ok=True)"
+        guest.run(["python3", "-c", mkdir, path], user="alice", cwd=root)
     argv = lb_argv(guest, home, "create", "--", path)
     argv[argv.index("-C") + 1] = root  # relative paths are relative to the project base
     r = subprocess.run(argv, capture_output=True, timeout=120, check=False)
@@ -96,7 +99,9 @@ argv_text = st.one_of(
 
 @SETTINGS
 @given(args=st.lists(argv_text, max_size=6))
-def test_hostile_command_argv_arrives_intact(guest: Guest, base: tuple[str, str], project: str, args: list[str]) -> None:
+def test_hostile_command_argv_arrives_intact(
+    guest: Guest, base: tuple[str, str], project: str, args: list[str]
+) -> None:
     home, _ = base
     r = lb(guest, home, "shell", project, "--", "printf", "%s\\0", "first", *args)
     assert r.returncode == 0, r.stderr

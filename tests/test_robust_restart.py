@@ -32,11 +32,13 @@ def _data_intact(guest: Guest, home: str, project: str, token: str) -> None:
 @pytest.fixture
 def env(guest: Guest) -> tuple[str, str, str, str]:
     """A running env with data in its project and home: (state home, project, name, token)."""
-    home, project, token = new_home(guest), guest.make_project("alice", "r" + secrets.token_hex(4)), secrets.token_hex(8)
+    home, token = new_home(guest), secrets.token_hex(8)
+    project = guest.make_project("alice", "r" + secrets.token_hex(4))
     r = lb(guest, home, "create", project)
     assert r.returncode == 0, r.stderr
     name = r.stdout.decode().strip()
-    r = lb(guest, home, "shell", project, "--", "sh", "-c", 'echo "$2" >"$1/data"; echo "$2" >~/data', "sh", project, token)
+    script = 'echo "$2" >"$1/data"; echo "$2" >~/data'
+    r = lb(guest, home, "shell", project, "--", "sh", "-c", script, "sh", project, token)
     assert r.returncode == 0, r.stderr
     assert _status(guest, home, name) == "running"
     return home, project, name, token

@@ -53,7 +53,8 @@ def _refused(guest: Guest, home: str, project: str, why: str) -> None:
 
 def test_locked_by_another_process(guest: Guest, state: tuple[str, str, str]) -> None:
     home, name, second = state
-    hold = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('BEGIN EXCLUSIVE'); print('held', flush=True); sys.stdin.read()"
+    hold = ("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('BEGIN EXCLUSIVE'); "
+            "print('held', flush=True); sys.stdin.read()")
     locker = subprocess.Popen(guest.argv(["python3", "-c", hold, f"{home}/state.db"], user="alice"),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -81,8 +82,9 @@ def test_read_only_state_dir(guest: Guest, state: tuple[str, str, str]) -> None:
 
 
 def test_full_disk(guest: Guest, state: tuple[str, str, str]) -> None:
-    home, name, second = state
-    guest.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700,uid=1501,gid=1501", "lb-full", home]).check_returncode()
+    home, _name, second = state
+    tiny = "size=256k,mode=0700,uid=1501,gid=1501"
+    guest.run(["mount", "-t", "tmpfs", "-o", tiny, "lb-full", home]).check_returncode()
     assert lb(guest, home, "create", second).returncode == 0  # a fresh database in the tiny state dir
     third = guest.make_project("alice", "s" + secrets.token_hex(4))
     guest.run(["sh", "-c", f"dd if=/dev/zero of={home}/filler bs=4k 2>/dev/null; sync"], user="alice")
@@ -108,7 +110,8 @@ def test_corrupt_database_is_kept(guest: Guest, state: tuple[str, str, str]) -> 
 def test_newer_schema_is_kept(guest: Guest, state: tuple[str, str, str]) -> None:
     home, name, second = state
     path = f"{home}/state.db"
-    bump = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"update alembic_version set version_num='9999'\"); c.commit()"
+    bump = ("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
+            "c.execute(\"update alembic_version set version_num='9999'\"); c.commit()")
     guest.run(["python3", "-c", bump, path], user="alice").check_returncode()
     before = _digest(guest, path)
     _refused(guest, home, second, "newer llima-box")

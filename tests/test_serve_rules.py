@@ -105,10 +105,10 @@ def test_rate_limiter() -> None:
 
 
 def test_parse_since_and_listen() -> None:
-    now = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.timezone.utc)
+    now = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
     assert parse_since("90m", now) == now - datetime.timedelta(minutes=90)
     assert parse_since("2d", now) == now - datetime.timedelta(days=2)
-    assert parse_since("2026-11-23T04:00", now) == datetime.datetime(2026, 11, 23, 4, tzinfo=datetime.timezone.utc)
+    assert parse_since("2026-11-23T04:00", now) == datetime.datetime(2026, 11, 23, 4, tzinfo=datetime.UTC)
     assert parse_since("2026-11-23T04:00Z", now).hour == 4
     with pytest.raises(InvalidInput, match="--since"):
         parse_since("yesterday", now)

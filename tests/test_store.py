@@ -13,7 +13,7 @@ from llimabox import fastindex
 from llimabox.errors import StateError
 from llimabox.store import EnvRecord, Store
 
-NOW = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.UTC)
 
 
 def rec(name: str, project: str, guest: str = "local") -> EnvRecord:
@@ -112,9 +112,9 @@ def test_head_revision_constant_is_alembics_head():
 
 def _at_0001(path, sql):
     """A database at schema revision 0001, then ``sql`` run on it."""
+    import sqlalchemy as sa
     from alembic import command
     from alembic.config import Config
-    import sqlalchemy as sa
 
     from llimabox.store import migrations_dir
 
@@ -137,7 +137,7 @@ def test_upgrade_from_0001_keeps_rows(tmp_path):
     try:
         assert store.schema_revision() == "0002" == fastindex.HEAD_REVISION
         old = store.get("lb-old")
-        created = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+        created = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
         assert (old.project, old.created_at) == ("/a/old", created)
         store.add_auth("alice+web", "alice", "10.0.0.1", "password", "failure", "bad password")
         sid = store.start_session("alice", "10.0.0.1", "lb-web", "/home/alice/web", "exec", "make test")

@@ -65,7 +65,7 @@ class Backend(abc.ABC):
 
     def guest_version(self) -> int | None:
         """The guest-scripts version installed in the guest, ``None`` when not installed/runnable."""
-        code, out, err = self.run_verb("version")
+        code, out, _err = self.run_verb("version")
         if code != 0:
             return None
         return guest.parse_version(out)

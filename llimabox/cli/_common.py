@@ -25,7 +25,8 @@ class Globals:
 
     def api_kwargs(self) -> dict[str, t.Any]:
         """Keyword arguments every api function takes."""
-        overrides = {k: v for k, v in (("backend", self.backend), ("host", self.host), ("identity", self.identity)) if v}
+        given = (("backend", self.backend), ("host", self.host), ("identity", self.identity))
+        overrides = {k: v for k, v in given if v}
         return {"overrides": overrides, "accept_host_key": self.accept_host_key}
 
 

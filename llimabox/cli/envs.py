@@ -61,7 +61,7 @@ def _table(rows: list[dict[str, t.Any]]) -> None:
     cells = [[h.upper() for h in _COLUMNS]] + [[str(r.get(c) or "-") for c in _COLUMNS] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(_COLUMNS))]
     for row in cells:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
 
 
 def _confirm(question: str, yes: bool) -> None:

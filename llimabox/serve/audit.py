@@ -58,7 +58,7 @@ def parse_since(text: str, now: datetime.datetime | None = None) -> datetime.dat
 
     :raises InvalidInput: neither.
     """
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     text = text.strip()
     if text[:-1].isdigit() and text[-1:] in _UNITS:
         return now - datetime.timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
@@ -66,7 +66,7 @@ def parse_since(text: str, now: datetime.datetime | None = None) -> datetime.dat
         when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidInput(f"--since {text!r}: want e.g. 30m, 2h, 7d or 2026-11-23T04:00") from None
-    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
 
 
 def query(user: str | None = None, since: str | None = None) -> dict[str, list[dict[str, t.Any]]]:

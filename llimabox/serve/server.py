@@ -343,7 +343,7 @@ class Server:
             conn.run(self.config.serve_login_grace)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             log.debug("connection from %s: %s", source, exc)
-        except Exception:  # noqa: BLE001 - one connection's failure must not take the server down
+        except Exception:
             log.exception("connection from %s failed", source)
         finally:
             with self._lock:

@@ -248,7 +248,7 @@ class Session:
             name = names.env_name(project)
             audit_id = server.audit.session_start(account.name, self.conn.source, name, project, kind, command)
             code = self._execute(name, project, kind, command)
-        except Exception:  # noqa: BLE001 - a session's failure must not take the server down
+        except Exception:
             log.exception("session of %s failed", account.name)
             self._stderr("internal error (see the server's log)")
             code = 1
