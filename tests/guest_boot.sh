@@ -45,6 +45,9 @@ mount -t tmpfs guest-run run
 mount -t tmpfs guest-tmp tmp
 mkdir -p Users old
 mount -t tmpfs -o mode=0755 guest-users Users # the host home mount of a Lima VM
+mkdir -p ".$repo" # the checkout stays visible (read-only) even under a path a tmpfs above covers
+mount --bind "$repo" ".$repo"
+mount -o remount,bind,ro ".$repo"
 for src in "${binds[@]}"; do
 	mkdir -p ".$src"
 	mount --bind "$src" ".$src"
