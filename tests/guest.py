@@ -124,11 +124,13 @@ class Guest:
         are kept, and so is the port."""
         script = (
             "kill -KILL -1 2>/dev/null || true; sleep 0.2; "  # in the guest's PID namespace: all but init and us
+            'park=$(mktemp -d /var/tmp/lb-repo.XXXXXX) && mount --move "$1" "$park" && '  # the checkout's bind
             "umount -l /run && mount -t tmpfs guest-run /run && umount -l /tmp && mount -t tmpfs guest-tmp /tmp && "
+            'mkdir -p "$1" && mount --move "$park" "$1" && rmdir "$park" && '
             "install -d -m 0755 /run/sshd && /usr/sbin/sshd -f /etc/ssh/llima_test_sshd_config && "
-            f"bash {shlex.quote(str(REPO / 'provision' / 'install.sh'))} --user alice --roots {shlex.quote(self.roots)}"
+            'bash "$1/provision/install.sh" --user alice --roots "$2"'
         )
-        r = self.run(["bash", "-c", script])
+        r = self.run(["bash", "-c", script, "restart", str(REPO), self.roots])
         if r.returncode != 0:
             raise GuestUnavailable(f"test guest did not restart: {r.stderr[-2000:]}")
 
