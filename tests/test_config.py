@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from llimabox.config import Config, load_config
+from llimabox.config import FIELDS, Config, load_config
 from llimabox.errors import InvalidInput
 
 
@@ -37,3 +39,11 @@ def test_xdg_locations(tmp_path):
     env = {"XDG_STATE_HOME": "/s", "XDG_CONFIG_HOME": "/c"}
     assert str(paths.db_path(env)) == "/s/llima-box/state.db"
     assert str(paths.config_path(env)) == "/c/llima-box/config.toml"
+
+
+def test_every_key_is_documented_in_the_readme():
+    """README's configuration table names each key with its variable, type and default."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for key, typ, _default, _help in FIELDS:
+        row = f"| `{key}` | `LLIMA_BOX_{key.upper()}` | {typ.__name__} |"
+        assert row in readme, key
