@@ -50,8 +50,12 @@ is_system_dir() {
 	return 1
 }
 
+# is_home_dir PATH: some account's home is PATH (read in one go, no process: this is on the hot path;
+# a GECOS field equal to PATH also counts, which can only refuse more)
 is_home_dir() {
-	awk -F: -v p="$1" '$6 == p { found = 1 } END { exit !found }' /etc/passwd
+	local passwd
+	read -r -d '' passwd </etc/passwd || true
+	[[ $passwd == *":$1:"* ]]
 }
 
 # check_path LABEL PATH: absolute, normalised, printable, no symlink in any component
@@ -103,7 +107,7 @@ with_lock() {
 
 # run_dirs: the root-only runtime directories (on tmpfs: gone after a reboot)
 run_dirs() {
-	install -d -m 0700 "$LB_RUN" "$LB_RUN/locks" "$LB_RUN/roots"
+	[[ -d $LB_RUN/locks && -d $LB_RUN/roots ]] || install -d -m 0700 "$LB_RUN" "$LB_RUN/locks" "$LB_RUN/roots"
 }
 
 user_exists() { getent passwd "$1" >/dev/null; }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import os
 
 import pytest
 
@@ -41,6 +42,17 @@ def test_hostile_projects_are_refused(guest, env_name, project):
             assert r.returncode == code, (verb, p, r.stderr)
             assert r.stderr.count("\n") == 1
     assert snapshot(guest) == before
+
+
+def test_a_home_directory_is_never_a_project(guest, env_name):
+    home, user = f"/Users/alice/{env_name}h", f"lbhome{os.getpid()}"
+    guest.sh(f"mkdir {home} && chown alice: {home} && useradd -M -d {home} -s /bin/false {user}").check_returncode()
+    try:
+        for verb, code in (("create", 2), ("enter", 125)):
+            r = guest.guest_script(verb, env_name, home)
+            assert (r.returncode, r.stderr) == (code, f"llima-box-guest: project may not be a home directory: {home}\n")
+    finally:
+        guest.sh(f"userdel {user}; rmdir {home}")
 
 
 def test_create_is_idempotent_and_safe_under_concurrency(guest, env_name, project):
