@@ -27,6 +27,7 @@ import typing as t
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from llimabox.mux import PROTOCOL
 from tests.guest import PREFIX, Guest
 
 Row = tuple[str, float, str, float, str]  # what, ms, baseline, baseline ms, goal
@@ -88,7 +89,7 @@ class Bench:
             except ProcessLookupError:
                 pass
             pid_file.unlink()
-        (self.home / "mux" / "sock").unlink(missing_ok=True)
+        (self.home / "mux" / f"v{PROTOCOL}.sock").unlink(missing_ok=True)
 
     def b1_b2(self) -> None:
         shell = [*self.lb, "shell", self.project, "--", "true"]

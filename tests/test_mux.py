@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from llimabox import __version__
+from llimabox.mux import PROTOCOL
 from tests.test_e2e_ssh import LB
 
 
@@ -42,7 +44,7 @@ def warm(lb: LB, project: str) -> None:
     """Run a first command (directly: it starts the mux) and wait until the mux has connected."""
     assert lb("shell", project, "--", "true").returncode == 0
     for _ in range(400):
-        if (mux_dir(lb) / "sock").exists() and logins(lb) == 1:
+        if (mux_dir(lb) / f"v{PROTOCOL}.sock").exists() and logins(lb) == 1:
             return
         time.sleep(0.025)
     pytest.fail("the mux did not start: " + (mux_dir(lb) / "log").read_text())
@@ -105,17 +107,17 @@ def test_a_killed_client_does_not_take_the_mux_down(lb: LB, project: str, guest:
 
 def test_other_users_are_refused(lb: LB, project: str) -> None:
     warm(lb, project)
-    sock_path = mux_dir(lb) / "sock"
+    sock_path = mux_dir(lb) / f"v{PROTOCOL}.sock"
     os.chmod(mux_dir(lb), 0o755)  # even with the directory and socket opened up, the peer's uid is checked
     os.chmod(sock_path, 0o777)
     os.chmod(lb.env["LLIMA_BOX_HOME"], 0o755)
     for parent in Path(lb.env["LLIMA_BOX_HOME"]).parents:
         os.chmod(parent, os.stat(parent).st_mode | 0o005)
     probe = (
-        "import json, socket, struct\n"
+        "import socket, struct\n"
         "s = socket.socket(socket.AF_UNIX)\n"
         f"s.connect({str(sock_path)!r})\n"
-        "body = json.dumps({'v': 1, 'cmd': ['touch', '/tmp/pwned'], 'cwd': '/', 'env': {}}).encode()\n"
+        f"body = b'\\0'.join([b'{__version__}', b'shell', b'/', b'-', b'0', b'0', b'touch', b'/tmp/pwned'])\n"
         "try:\n"
         "    socket.send_fds(s, [struct.pack('!I', len(body)) + body], [0, 1, 2])\n"
         "    print(repr(s.recv(100)))\n"

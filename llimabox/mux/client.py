@@ -1,4 +1,4 @@
-"""The hot path of ``llima-box shell -- CMD``: hand the command to the mux (standard library only).
+"""The hot path of ``llima-box shell -- CMD``: hand the command to the mux (see ``llimabox.mux`` on imports).
 
 :func:`run` returns ``None`` whenever the mux cannot or should not serve this invocation; the
 caller then runs the full command line itself, so the mux is only ever an accelerator.
@@ -6,14 +6,16 @@ caller then runs the full command line itself, so the mux is only ever an accele
 
 from __future__ import annotations
 
-import json
+import _socket  # socket.py's own imports (enum, selectors) cost more than the rest of the client
 import os
-import socket
 import struct
 import sys
-import typing as t
 
-from llimabox.mux import ACCEPTED, PROTOCOL, runtime_dir, socket_path
+from llimabox.mux import ACCEPTED, runtime_dir, socket_path, wire
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import typing as t
 
 __all__ = ["run", "parse"]
 
@@ -23,15 +25,16 @@ _ENV_KEEP = (
 )  # fmt: skip
 
 
-class Request(t.NamedTuple):
-    op: str  # shell, create or list
-    overrides: dict[str, str]
-    path: str | None
-    cmd: list[str]
-    no_pty: bool  # -T
+class Parsed:
+    """A command line the mux can serve: ``op`` is ``shell``, ``create`` or ``list``."""
+
+    __slots__ = ("cmd", "no_pty", "op", "overrides", "path")
+
+    def __init__(self, op: str, overrides: dict[str, str], path: str | None, cmd: list[str], no_pty: bool) -> None:
+        self.op, self.overrides, self.path, self.cmd, self.no_pty = op, overrides, path, cmd, no_pty
 
 
-def parse(args: t.Sequence[str]) -> Request | None:
+def parse(args: t.Sequence[str]) -> Parsed | None:
     """``[--backend|--host|--identity VALUE]...`` then ``shell [PATH] [-T] -- CMD...``, ``create [PATH]``
     or ``list --json``; anything else is ``None``."""
     overrides: dict[str, str] = {}
@@ -50,11 +53,11 @@ def parse(args: t.Sequence[str]) -> Request | None:
         return None
     op, rest = args[i], list(args[i + 1 :])
     if op == "list":
-        return Request(op, overrides, None, [], True) if rest == ["--json"] else None
+        return Parsed(op, overrides, None, [], True) if rest == ["--json"] else None
     if op == "create":
         if len(rest) > 1 or any(a.startswith("-") for a in rest):
             return None
-        return Request(op, overrides, rest[0] if rest else None, [], True)
+        return Parsed(op, overrides, rest[0] if rest else None, [], True)
     if "--" not in rest:
         return None
     sep = rest.index("--")
@@ -63,10 +66,10 @@ def parse(args: t.Sequence[str]) -> Request | None:
     paths = [a for a in before if a != "-T"]
     if not cmd or len(paths) > 1 or any(a.startswith("-") for a in paths):
         return None
-    return Request(op, overrides, paths[0] if paths else None, cmd, no_pty)
+    return Parsed(op, overrides, paths[0] if paths else None, cmd, no_pty)
 
 
-def _wanted(req: Request) -> bool:
+def _wanted(req: Parsed) -> bool:
     if os.environ.get("LLIMA_BOX_MUX", "").strip().lower() in ("0", "false", "no", "off"):
         return False
     return req.no_pty or not (os.isatty(0) and os.isatty(1))
@@ -80,10 +83,10 @@ def _private_dir_ok(path: str) -> bool:
     return st.st_uid == os.getuid() and (st.st_mode & 0o077) == 0 and not os.path.islink(path)
 
 
-def _connect(path: str) -> socket.socket | None:
+def _connect(path: str) -> _socket.socket | None:
     if not _private_dir_ok(os.path.dirname(path)):
         return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(path)
     except OSError:
@@ -107,7 +110,7 @@ def _start(overrides: dict[str, str]) -> None:
         return
     try:
         subprocess.Popen(
-            [sys.executable, "-m", "llimabox.mux.server", json.dumps(overrides)],
+            [sys.executable, "-m", "llimabox.mux.server", *(f"{k}={v}" for k, v in overrides.items())],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd=home,
         )  # fmt: skip
     except OSError:
@@ -116,17 +119,17 @@ def _start(overrides: dict[str, str]) -> None:
         os.close(log)
 
 
-def _send(sock: socket.socket, req: Request) -> None:
-    env = {k: v for k, v in os.environ.items() if k.startswith(("LLIMA_BOX_", "LC_")) or k in _ENV_KEEP}
+def _send(sock: _socket.socket, req: Parsed) -> None:
     from llimabox import __version__
 
-    msg = {"v": PROTOCOL, "version": __version__, "op": req.op, "overrides": req.overrides, "path": req.path,
-           "cmd": req.cmd}  # fmt: skip
-    body = json.dumps({**msg, "cwd": os.getcwd(), "env": env}).encode()
-    socket.send_fds(sock, [struct.pack("!I", len(body)) + body], [0, 1, 2])
+    env = {k: v for k, v in os.environ.items() if k.startswith(("LLIMA_BOX_", "LC_")) or k in _ENV_KEEP}
+    message = wire.encode_request(wire.Request(__version__, req.op, os.getcwd(), req.path, req.overrides, env, req.cmd))
+    sent = sock.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("3i", 0, 1, 2))])
+    if sent < len(message):
+        sock.sendall(message[sent:])
 
 
-def _accepted(sock: socket.socket) -> bool:
+def _accepted(sock: _socket.socket) -> bool:
     """Whether the mux took the request (it may have been exiting when we connected)."""
     try:
         return sock.recv(1) == ACCEPTED
@@ -134,14 +137,18 @@ def _accepted(sock: socket.socket) -> bool:
         return False
 
 
-def _reply(sock: socket.socket) -> dict[str, t.Any]:
+def _recv_exactly(sock: _socket.socket, size: int) -> bytes:
     data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(4096)
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
         if not chunk:
-            return {"exit": 125, "error": "the llima-box mux ended while running the command"}
+            raise ValueError("the llima-box mux ended while running the command")
         data += chunk
-    return dict(json.loads(data))
+    return data
+
+
+def _reply(sock: _socket.socket) -> wire.Reply:
+    return wire.decode_reply(_recv_exactly(sock, wire.unpack_size(_recv_exactly(sock, 4))))
 
 
 def run(args: t.Sequence[str]) -> int | None:
@@ -160,7 +167,7 @@ def run(args: t.Sequence[str]) -> int | None:
     if sock is None:
         _start(req.overrides)
         return None
-    with sock:
+    try:
         try:
             _send(sock, req)
         except OSError:
@@ -170,11 +177,12 @@ def run(args: t.Sequence[str]) -> int | None:
         try:
             reply = _reply(sock)
         except (OSError, ValueError) as exc:
-            reply = {"exit": 125, "error": f"the llima-box mux failed: {exc}"}
-    if reply.get("fallback"):
+            reply = wire.Reply(125, error=f"the llima-box mux failed: {exc}")
+    finally:
+        sock.close()
+    if reply.exit is None:
         return None
-    if reply.get("out"):
-        sys.stdout.write(str(reply["out"]))
-    if reply.get("error"):
-        sys.stderr.write("Error: " + " ".join(str(reply["error"]).split()) + "\n")
-    return int(reply.get("exit", 125))
+    sys.stdout.write(reply.out)
+    if reply.error:
+        sys.stderr.write("Error: " + " ".join(reply.error.split()) + "\n")
+    return reply.exit

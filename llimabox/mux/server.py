@@ -1,10 +1,10 @@
 """The mux process: serves ``shell -- CMD`` requests of its own user over kept guest connections.
 
 Started by the client as ``python -m llimabox.mux.server`` (detached, in the user's environment).
-One request per client connection: a length-prefixed JSON message carrying the client's stdin,
-stdout and stderr as ``SCM_RIGHTS``; back, one byte saying the request was taken (without it the
-client knows nothing ran and runs the command itself), then one JSON line: ``{"exit": N}``,
-``{"exit": 125, "error": "..."}``, or ``{"fallback": "why"}`` when the client should run it itself.
+One request per client connection (``llimabox.mux.wire``), carrying the client's stdin, stdout and
+stderr as ``SCM_RIGHTS``; back, one byte saying the request was taken (without it the client knows
+nothing ran and runs the command itself), then the reply: an exit status with the output and error
+message, or a fallback reason when the client should run the command itself.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 import typing as t
 
 from llimabox import __version__
-from llimabox.mux import ACCEPTED, PROTOCOL, runtime_dir, socket_path
+from llimabox.mux import ACCEPTED, PROTOCOL, runtime_dir, socket_path, wire
 
 if t.TYPE_CHECKING:
     from llimabox.backends.base import Backend
@@ -31,7 +31,6 @@ if t.TYPE_CHECKING:
 __all__ = ["Mux", "main"]
 
 log = logging.getLogger("llimabox.mux")
-_MAX_REQUEST = 1 << 20
 
 
 class _Fallback(Exception):
@@ -142,56 +141,55 @@ class _Handler(socketserver.BaseRequestHandler):
         files = [os.fdopen(fd, mode, buffering=b) for fd, (mode, b) in zip(fds, modes, strict=False)]
         done: t.Callable[[], None] | None = None
         try:
-            if len(files) != 3 or msg.get("v") != PROTOCOL:
+            if len(files) != 3:
                 raise _Fallback("protocol mismatch")
-            if msg.get("version") != __version__:
+            if msg.version != __version__:
                 self.server.retired = True  # llima-box was upgraded: let a new mux take over
                 raise _Fallback("another llima-box version")
-            if msg.get("op", "shell") == "shell":
+            if msg.op == "shell":
                 code, done = self._run(msg, files)
-                reply: dict[str, t.Any] = {"exit": code}
+                reply = wire.Reply(code)
             else:
                 reply = self._manage(msg)
         except _Fallback as exc:
-            reply = {"fallback": str(exc)}
+            reply = wire.Reply(None, fallback=str(exc))
         except Exception as exc:  # noqa: BLE001 - every failure becomes the client's one line
-            reply = {"exit": 125 if msg.get("op", "shell") == "shell" else _exit_code(exc), "error": _message(exc)}
+            reply = wire.Reply(125 if msg.op == "shell" else _exit_code(exc), error=_message(exc))
         finally:
             for f in files:
                 with contextlib.suppress(OSError):
                     f.close()  # before replying: a reader of the client's stdout sees EOF with the exit
         with contextlib.suppress(OSError):
-            self.request.sendall(json.dumps(reply).encode() + b"\n")
+            self.request.sendall(wire.encode_reply(reply))
         if done is not None:
             with self.server.state_lock:
                 done()
 
-    def _setting(self, msg: dict[str, t.Any]) -> tuple[Config, dict[str, str], str | None, str]:
+    def _setting(self, msg: wire.Request) -> tuple[Config, dict[str, str], str | None, str]:
         """The client's configuration, environment, agent socket and the path it means."""
         from llimabox.config import load_config
 
-        env = {str(k): str(v) for k, v in dict(msg["env"]).items()}
-        config = load_config(env, dict(msg.get("overrides") or {}))
+        env = msg.env
+        config = load_config(env, dict(msg.overrides))
         if not config.mux or config.forward_agent:
             raise _Fallback("mux off or agent forwarding")
         agent = env.get("SSH_AUTH_SOCK")
         if agent != os.environ.get("SSH_AUTH_SOCK") and not config.identity:
             raise _Fallback("another SSH agent")
-        cwd, path = str(msg["cwd"]), msg.get("path")
-        return config, env, agent, os.path.join(cwd, str(path)) if path else cwd
+        return config, env, agent, os.path.join(msg.cwd, msg.path) if msg.path else msg.cwd
 
-    def _manage(self, msg: dict[str, t.Any]) -> dict[str, t.Any]:
+    def _manage(self, msg: wire.Request) -> wire.Reply:
         """``create`` and ``list --json``: the answer is a line of text."""
         from llimabox import api
 
         config, _env, agent, where = self._setting(msg)
-        if msg["op"] == "create":
+        if msg.op == "create":
             out = self._retrying(config, agent, lambda backend: api.create_in(backend, where))
-        elif msg["op"] == "list":
+        elif msg.op == "list":
             out = json.dumps(self._retrying(config, agent, api.list_in), indent=2)
         else:
-            raise _Fallback(f"unknown operation {msg['op']!r}")
-        return {"exit": 0, "out": out + "\n"}
+            raise _Fallback(f"unknown operation {msg.op!r}")
+        return wire.Reply(0, out=out + "\n")
 
     def _retrying(
         self, config: Config, agent: str | None, work: t.Callable[[Backend], t.Any], uses_state: bool = True
@@ -216,7 +214,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 raise
         raise AssertionError("unreachable")
 
-    def _run(self, msg: dict[str, t.Any], files: list[t.BinaryIO]) -> tuple[int, t.Callable[[], None]]:
+    def _run(self, msg: wire.Request, files: list[t.BinaryIO]) -> tuple[int, t.Callable[[], None]]:
         from llimabox import api
 
         config, env, agent, where = self._setting(msg)
@@ -225,7 +223,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
         def run(backend: Backend) -> int:
             return api.run_in_env(
-                backend, target, [str(a) for a in msg["cmd"]], environ=env, pty=False,
+                backend, target, msg.cmd, environ=env, pty=False,
                 stdin=files[0], stdout=files[1], stderr=files[2], cancel_fd=self.request.fileno(),
             )  # fmt: skip
 
@@ -255,20 +253,21 @@ def _peer_is_us(sock: socket.socket) -> bool:
     return uid == os.getuid()
 
 
-def _receive(sock: socket.socket) -> tuple[dict[str, t.Any], list[int]]:
+def _receive(sock: socket.socket) -> tuple[wire.Request, list[int]]:
     head, fds, _flags, _addr = socket.recv_fds(sock, 65536, 3)
-    if len(head) < 4:
-        raise ValueError("short request")
-    (size,) = struct.unpack("!I", head[:4])
-    if size > _MAX_REQUEST:
-        raise ValueError("request too large")
-    body = head[4:]
-    while len(body) < size:
-        chunk = sock.recv(size - len(body))
-        if not chunk:
-            raise ValueError("truncated request")
-        body += chunk
-    return dict(json.loads(body)), fds
+    try:
+        size = wire.unpack_size(head)
+        body = head[4:]
+        while len(body) < size:
+            chunk = sock.recv(size - len(body))
+            if not chunk:
+                raise ValueError("truncated request")
+            body += chunk
+        return wire.decode_request(body), fds
+    except (OSError, ValueError):
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
 def _idle_seconds() -> float:
@@ -282,14 +281,10 @@ def _idle_seconds() -> float:
 
 
 def _overrides() -> dict[str, str]:
-    """The global options of the command that started us (argv[1], JSON)."""
+    """The global options of the command that started us (``KEY=VALUE`` arguments)."""
     import sys
 
-    try:
-        value = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+    return dict(arg.split("=", 1) for arg in sys.argv[1:] if "=" in arg)
 
 
 def main() -> None:
@@ -302,7 +297,7 @@ def main() -> None:
     directory = runtime_dir()
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
-    lock = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    lock = os.open(os.path.join(directory, f"v{PROTOCOL}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
