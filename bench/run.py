@@ -70,7 +70,16 @@ class Bench:
             "LLIMA_BOX_KNOWN_HOSTS": str(self.home / "known_hosts"),
         }  # fmt: skip
         self.env.pop("SSH_AUTH_SOCK", None)
-        self.lb = [sys.executable, "-m", "llimabox"]
+        # as installed: compiled modules are cached (an install compiles them), and the command is the
+        # console script pip writes, which imports this checkout's package
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        self.env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+        script = self.home / "llima-box"
+        script.write_text("import re\nimport sys\nfrom llimabox.launcher import main\n"
+                          "if __name__ == '__main__':\n"
+                          "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+                          "    sys.exit(main())\n")
+        self.lb = [sys.executable, str(script)]
         self.ssh = [*guest.ssh_argv()[:-1], "-o", f"ControlPath={self.home}/cm-%C", guest.ssh_argv()[-1]]
         guest.run(["sh", "-c", "echo 'alice ALL=(root) NOPASSWD: /usr/bin/true, /bin/true' "
                    ">/etc/sudoers.d/bench && chmod 0440 /etc/sudoers.d/bench"]).check_returncode()
