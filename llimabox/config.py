@@ -25,7 +25,7 @@ FIELDS: list[tuple[str, type, object, str]] = [
     ("mux", bool, True, "keep the guest connection open in a background process for `shell -- CMD`"),
     ("mux_idle", float, 600.0, "seconds the background connection stays open unused"),
     ("serve_group", str, "llima-box", "serve: only members of this group may log in"),
-    ("serve_pam_service", str, "llima-box", "serve: the PAM service for passwords"),
+    ("serve_pam_service", str, "llima-box", "serve: the PAM service (passwords; account checks of key logins)"),
     ("serve_projects_root", str, "~", "serve: where an account's projects are (~ is its home, {user} its name)"),
     ("serve_default_project", str, None, "serve: the project a plain USER login lands in (default: refused)"),
     ("serve_authorized_keys", str, "~/.ssh/authorized_keys",

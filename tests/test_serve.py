@@ -79,6 +79,27 @@ def test_refused_logins(box: Serve, login: str, password: str) -> None:
     assert r.returncode == 255 and b"Permission denied" in r.stderr, r.stderr
 
 
+def test_expired_account_and_nologin_stop_key_logins_too(guest: t.Any, box: Serve, key: str) -> None:
+    guest.run(["chage", "-E", "0", "bob"]).check_returncode()  # the account expired in 1970
+    try:
+        for how in ({"key": key}, {"password": PASSWORDS["bob"]}):
+            r = box.ssh("bob+secret", "true", **how)
+            assert r.returncode == 255 and b"Permission denied" in r.stderr, (how, r.stderr)
+    finally:
+        guest.run(["chage", "-E", "-1", "bob"]).check_returncode()
+    assert box.ssh("bob+secret", "true", key=key).returncode == 0
+    guest.run(["sh", "-c", "echo 'down for maintenance' > /etc/nologin"]).check_returncode()
+    try:
+        r = box.ssh("alice+web", "true", key=key)
+        assert r.returncode == 255 and b"Permission denied" in r.stderr, r.stderr
+    finally:
+        guest.run(["rm", "-f", "/etc/nologin"]).check_returncode()
+    assert box.ssh("alice+web", "true", key=key).returncode == 0
+    auth = box.audit("--user", "bob")["auth"]
+    assert any(row["method"] == "publickey" and row["result"] == "refused" and "expired" in row["detail"]
+               for row in auth), auth
+
+
 def test_plain_user_lists_envs(box: Serve) -> None:
     assert _alice(box, "true").returncode == 0  # the env of web exists
     r = _alice(box, "true", login="alice")

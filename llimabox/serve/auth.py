@@ -25,7 +25,7 @@ if t.TYPE_CHECKING:
     from llimabox.config import Config
     from llimabox.serve.audit import Audit
 
-__all__ = ["RateLimiter", "Authenticator", "authorized_keys"]
+__all__ = ["RateLimiter", "Authenticator", "authorized_keys", "pam_account"]
 
 log = logging.getLogger("llimabox.serve")
 _MAX_DELAY = 8.0
@@ -109,6 +109,33 @@ def authorized_keys(path: str, account: Account) -> list[tuple[str, bytes]]:
     return keys
 
 
+def pam_account(name: str, service: str) -> str | None:
+    """PAM account management alone (``pam_acct_mgmt``), as sshd runs it for a key login.
+
+    Returns None when the account may log in now, else PAM's reason (expired, /etc/nologin, ...).
+    """
+    import ctypes
+
+    import pam
+    from pam.__internals import PamConv, PamHandle, conv_func
+
+    @conv_func
+    def no_conversation(n: int, messages: t.Any, responses: t.Any, data: t.Any) -> int:
+        return pam.PAM_CONV_ERR  # a key login has nobody to answer prompts; notices are dropped
+
+    lib = pam.PamAuthenticator()
+    handle = PamHandle()
+    conv = PamConv(no_conversation, 0)
+    code = lib.pam_start(service.encode(), name.encode(), ctypes.byref(conv), ctypes.byref(handle))
+    if code != pam.PAM_SUCCESS:
+        return f"PAM could not start service {service} ({code})"
+    try:
+        code = lib.pam_acct_mgmt(handle, pam.PAM_SILENT)
+        return None if code == pam.PAM_SUCCESS else lib.pam_strerror(handle, code).decode(errors="replace")
+    finally:
+        lib.pam_end(handle, code)
+
+
 class Authenticator:
     """Decides logins and records each attempt in the audit log."""
 
@@ -169,7 +196,11 @@ class Authenticator:
             self.audit.auth(login, user, source, "publickey", "refused", str(exc))
             return None
         blob = key.asbytes()
-        if any(known == blob for _, known in authorized_keys(path, account)):
-            return account
-        self.audit.auth(login, user, source, "publickey", "failure", key.fingerprint)
-        return None
+        if not any(known == blob for _, known in authorized_keys(path, account)):
+            self.audit.auth(login, user, source, "publickey", "failure", key.fingerprint)
+            return None
+        refused = pam_account(account.name, self.config.serve_pam_service)
+        if refused is not None:
+            self.audit.auth(login, user, source, "publickey", "refused", f"{refused}: {key.fingerprint}"[:200])
+            return None
+        return account
