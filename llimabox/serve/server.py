@@ -147,6 +147,8 @@ class Connection(paramiko.ServerInterface):
         return self._result(self._interactive_login, account)
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        if self._key == (username, key.fingerprint):
+            return paramiko.AUTH_SUCCESSFUL  # the signed request after the accepted query: paramiko verifies it
         account = self.server.auth.public_key(username, key, self.source)
         self._key = (username, key.fingerprint) if account else None
         if account is None:
