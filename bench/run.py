@@ -235,14 +235,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few repetitions and envs (CI)")
     parser.add_argument("--runs", type=int, help="repetitions per measurement (default 15; quick 3)")
     parser.add_argument("--envs", type=int, help="the largest env count of B4 (default 500; quick 10)")
+    parser.add_argument("--only", choices=("b1_b2", "b3", "b4", "b5", "b6"), action="append",
+                        help="run only these steps (repeatable), e.g. --only b1_b2 before and after a change")
     opts = parser.parse_args()
     runs = opts.runs or (3 if opts.quick else 15)
     envs = opts.envs or (10 if opts.quick else 500)
     with Guest() as g:
         bench = Bench(g, runs, envs)
         try:
-            for step in (bench.b1_b2, bench.b3, bench.b4, bench.b5, bench.b6):
-                step()
+            for step in opts.only or ("b1_b2", "b3", "b4", "b5", "b6"):
+                getattr(bench, step)()
         finally:
             bench.close()
         bench.report()

@@ -15,6 +15,8 @@ readonly LB_UID_MAX=299999
 export HOLDER_PID= # set by holder_alive
 
 [[ ${LLIMA_DEBUG:-} == 1 ]] && set -x
+# shellcheck source=places.sh
+source "$LB_LIB/places.sh"
 
 die() { # die CODE MESSAGE: one line on stderr, then exit
 	printf 'llima-box-guest: %s\n' "$2" >&2
@@ -40,14 +42,6 @@ conf_get() {
 		[[ $line == "$2="* ]] && printf -v "$1" '%s' "${line#*=}"
 	done <"$LB_CONF"
 	return 0
-}
-
-is_system_dir() {
-	case $1 in
-	/ | /bin | /boot | /dev | /etc | /home | /lib | /lib32 | /lib64 | /media | /mnt | /opt | /proc | /root | /run | /sbin | /srv | /sys | /tmp | /usr | /var | /Users | /Volumes) return 0 ;;
-	/bin/* | /boot/* | /dev/* | /etc/* | /lib/* | /lib32/* | /lib64/* | /proc/* | /root/* | /run/* | /sbin/* | /sys/* | /usr/* | /var/* | /tmp/*) return 0 ;;
-	esac
-	return 1
 }
 
 # is_home_dir PATH: some account's home is PATH (read in one go, no process: this is on the hot path;
@@ -112,6 +106,46 @@ run_dirs() {
 
 user_exists() { getent passwd "$1" >/dev/null; }
 
+# set_owner [ACCOUNT]: LB_OWNER, the uid whose projects and envs this call may touch. Under sudo
+# that is the caller (SUDO_UID); a root caller (serve) names the account with --owner, or acts
+# for every account (LB_OWNER empty).
+set_owner() {
+	local caller=${SUDO_UID:-0} passwd
+	[[ $caller =~ ^[0-9]+$ ]] || fail "invalid SUDO_UID"
+	LB_OWNER=
+	if [[ -n ${1:-} ]]; then
+		((caller == 0)) || bad "--owner is only for root callers"
+		[[ $1 =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || bad "invalid --owner"
+		read -r -d '' passwd </etc/passwd || true
+		[[ $'\n'$passwd =~ $'\n'$1:[^:$'\n']*:([0-9]+): ]] || bad "no such account: $1"
+		LB_OWNER=${BASH_REMATCH[1]}
+		((LB_OWNER != 0)) || bad "--owner may not be root"
+	elif ((caller != 0)); then
+		LB_OWNER=$caller
+	fi
+}
+
+# check_owner NAME UID: refuse an env whose recorded owner is not LB_OWNER (when set)
+check_owner() {
+	[[ -z $LB_OWNER || $2 == "$LB_OWNER" ]] || bad "env $1 belongs to another account"
+}
+
+# recorded_owner NAME: print the uid recorded as the env's owner ("" when none is); envs made
+# before owners were recorded get their project's owner, written down for the next call
+recorded_owner() {
+	local dir owner=
+	dir=$(env_dir "$1")
+	if [[ -r $dir/owner ]]; then
+		read -r owner <"$dir/owner" || true
+	elif [[ -r $dir.new/owner ]]; then
+		read -r owner <"$dir.new/owner" || true
+	elif [[ -r $dir/project ]]; then
+		owner=$(stat -c %u -- "$(<"$dir/project")" 2>/dev/null) || owner=
+		[[ -z $owner ]] || printf '%s\n' "$owner" >"$dir/owner"
+	fi
+	printf '%s' "$owner"
+}
+
 # kill_uid UID: SIGKILL every process running as UID (none should exist outside the env)
 kill_uid() {
 	local status uid
@@ -122,17 +156,26 @@ kill_uid() {
 	return 0
 }
 
-# remove_account NAME: end the processes of the env's user, then drop the user and its group;
-# refuses ids outside the env range
+# clear_keys UID GID: empty the user and user-session keyrings of an env uid (the kernel keeps
+# them after the last process)
+clear_keys() {
+	setpriv --reuid "$1" --regid "$2" --clear-groups --inh-caps=-all --no-new-privs -- \
+		python3 -I -S "$LB_LIB/clear-keys.py" 2>/dev/null || true
+}
+
+# remove_account NAME: end the processes of the env's user, clear its keyrings, then drop the
+# user and its group; refuses ids outside the env range
 remove_account() {
 	local name=$1 uid gid
 	uid=$(getent passwd "$name" | cut -d: -f3) || true
+	gid=$(getent group "$name" | cut -d: -f3) || true
 	if [[ -n $uid ]]; then
 		((uid >= LB_UID_MIN && uid <= LB_UID_MAX)) || fail "$name is not an env user (uid $uid)"
 		kill_uid "$uid"
+		clear_keys "$uid" "${gid:-$uid}"
 		userdel "$name" 2>/dev/null || fail "userdel $name failed"
 	fi
-	gid=$(getent group "$name" | cut -d: -f3) || true
+	gid=$(getent group "$name" | cut -d: -f3) || true # userdel may have removed it with the user
 	if [[ -n $gid ]]; then
 		((gid >= LB_UID_MIN && gid <= LB_UID_MAX)) || fail "$name is not an env group (gid $gid)"
 		groupdel "$name" 2>/dev/null || fail "groupdel $name failed"
@@ -146,6 +189,25 @@ account_whole() {
 	ugid=$(getent passwd "$1" | cut -d: -f4) || return 1
 	gid=$(getent group "$1" | cut -d: -f3) || return 1
 	[[ -n $ugid && $ugid == "$gid" ]]
+}
+
+# next_uid: print a uid (and gid) no env has had before: one above the high-water mark kept in
+# $LB_STATE/last-uid and above every id in use, so a new env never inherits what the kernel
+# keeps per uid (keyrings) from a deleted one
+next_uid() {
+	local last=$((LB_UID_MIN - 1)) used
+	{
+		flock 8
+		[[ -r $LB_STATE/last-uid ]] && read -r last <"$LB_STATE/last-uid"
+		[[ $last =~ ^[0-9]+$ ]] || last=$((LB_UID_MIN - 1))
+		used=$(awk -F: -v lo="$LB_UID_MIN" -v hi="$LB_UID_MAX" \
+			'$3 >= lo && $3 <= hi && $3 > m { m = $3 } END { print m + 0 }' /etc/passwd /etc/group)
+		((used > last)) && last=$used
+		((last < LB_UID_MAX)) || fail "no env uid left (all of $LB_UID_MIN-$LB_UID_MAX were used)"
+		printf '%s\n' "$((last + 1))" >"$LB_STATE/last-uid.new"
+		mv -f "$LB_STATE/last-uid.new" "$LB_STATE/last-uid"
+	} 8>"$LB_RUN/locks/uid.lock"
+	printf '%s' "$((last + 1))"
 }
 
 # holder_alive NAME: set HOLDER_PID when the env's holder process is running
@@ -165,10 +227,13 @@ holder_alive() {
 # ensure_env NAME PROJECT: make the env if missing, start its namespaces if gone (holds the
 # lock unless the env is up already); sets HOLDER_PID
 ensure_env() {
-	if [[ -r $LB_STATE/envs/$1/project ]] && holder_alive "$1"; then
-		local recorded
-		recorded=$(<"$LB_STATE/envs/$1/project")
+	local dir recorded="" owner=""
+	dir=$(env_dir "$1")
+	if [[ -r $dir/project && -r $dir/owner ]] && holder_alive "$1"; then
+		read -r recorded <"$dir/project" || true
+		read -r owner <"$dir/owner" || true
 		[[ $recorded == "$2" ]] || bad "env $1 belongs to another project: $recorded"
+		check_owner "$1" "$owner"
 		return 0
 	fi
 	with_lock "$1" _ensure_env_locked "$1" "$2"
@@ -176,46 +241,71 @@ ensure_env() {
 }
 
 _ensure_env_locked() {
-	local name=$1 project=$2 recorded
+	local name=$1 project=$2 recorded owner made=
 	if [[ -r $(env_dir "$name")/project ]]; then
 		recorded=$(<"$(env_dir "$name")/project")
 		[[ $recorded == "$project" ]] || bad "env $name belongs to another project: $recorded"
+		owner=$(recorded_owner "$name")
+		check_owner "$name" "$owner"
 		account_whole "$name" || fail "env $name has no user; delete it and create it again"
 	else
-		make_env "$name" "$project"
+		owner=$(stat -c %u -- "$project") || bad "project vanished: $project"
+		((owner != 0)) || bad "project belongs to root: $project"
+		[[ -z $LB_OWNER || $owner == "$LB_OWNER" ]] || bad "project belongs to another account: $project"
+		make_env "$name" "$project" "$owner"
+		made=1
 	fi
-	holder_alive "$name" || start_holder "$name" "$project"
+	holder_alive "$name" && return 0
+	start_holder "$name" "$project" "$owner" && return 0
+	[[ -z $made ]] || destroy_env "$name" # nothing of a failed first start stays behind
+	fail "$LB_ERR"
 }
 
 make_env() {
-	local name=$1 project=$2 dir home
+	local name=$1 project=$2 owner=$3 dir home uid
 	dir=$(env_dir "$name")
 	home=$(env_home "$name")
+	rm -rf "$dir.new"
+	install -d -m 0700 "$dir.new"
+	printf '%s\n' "$project" >"$dir.new/project"
+	printf '%s\n' "$owner" >"$dir.new/owner"
+	date -u +%Y-%m-%dT%H:%M:%SZ >"$dir.new/created"
 	account_whole "$name" || remove_account "$name"
-	user_exists "$name" || useradd -K UID_MIN=$LB_UID_MIN -K UID_MAX=$LB_UID_MAX \
-		-K GID_MIN=$LB_UID_MIN -K GID_MAX=$LB_UID_MAX -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 \
-		-M -U -l -d "/home/$name" -s /bin/bash -c "llima-box env" "$name" ||
-		fail "useradd $name failed"
+	if ! user_exists "$name"; then
+		uid=$(next_uid)
+		groupadd -g "$uid" -K GID_MIN=$LB_UID_MIN -K GID_MAX=$LB_UID_MAX "$name" || fail "groupadd $name failed"
+		useradd -u "$uid" -g "$uid" -K UID_MIN=$LB_UID_MIN -K UID_MAX=$LB_UID_MAX -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 \
+			-M -N -l -d "/home/$name" -s /bin/bash -c "llima-box env" "$name" ||
+			fail "useradd $name failed"
+	fi
 	if [[ ! -d $home ]]; then
 		rm -rf --one-file-system "$home.new" # left by an interrupted create
 		mkdir -m 0700 "$home.new"
 		cp -a /etc/skel/. "$home.new/" 2>/dev/null || true
+		chmod 0700 "$home.new" # cp -a gave it skel's mode
 		chown -R --no-dereference "$name:$name" "$home.new"
 		mv "$home.new" "$home"
 	fi
-	rm -rf "$dir.new"
-	install -d -m 0700 "$dir.new"
-	printf '%s\n' "$project" >"$dir.new/project"
-	date -u +%Y-%m-%dT%H:%M:%SZ >"$dir.new/created"
 	mv -T "$dir.new" "$dir"
 }
 
-# start_holder NAME PROJECT: a new PID/mount/IPC/UTS namespace set whose PID 1 is lib/holder.sh
+# destroy_env NAME: end the env's processes, drop its namespaces, user, home and record (under
+# its lock); never touches the project
+destroy_env() {
+	local name=$1
+	kill_holders "$name"
+	remove_account "$name"
+	rm -rf --one-file-system "$(env_home "$name")" "$(env_home "$name").new"
+	rm -rf "$(env_dir "$name")" "$(env_dir "$name").new"
+	rm -f "$(holder_file "$name")" "$(holder_file "$name").new" "$LB_RUN/$name.log" "$LB_RUN/roots/$name.fifo"
+	rmdir "$LB_RUN/roots/$name" 2>/dev/null || true
+}
+
+# start_holder NAME PROJECT OWNER: a new PID/mount/IPC/UTS namespace set whose PID 1 is
+# lib/holder.sh; returns 1 with LB_ERR set when it cannot start
 start_holder() {
-	local name=$1 project=$2 owner owner_gid root log ready mode
+	local name=$1 project=$2 owner=$3 root log ready mode uid gid
 	conf_get mode PROJECT_MODE
-	read -r owner owner_gid < <(stat -c '%u %g' "$project")
-	((owner != 0)) || bad "project belongs to root: $project"
 	root=$LB_RUN/roots/$name
 	log=$LB_RUN/$name.log
 	kill_holders "$name" # a holder left by an interrupted start
@@ -223,13 +313,17 @@ start_holder() {
 	mkdir -p "$root"
 	rm -f "$root.fifo"
 	mkfifo -m 0600 "$root.fifo"
+	IFS=: read -r _ _ uid gid _ < <(getent passwd "$name")
 	ready=$(
 		unshare --mount --pid --ipc --uts --propagation private -- \
-			"$LB_LIB/spawn-holder.sh" "$name" "$project" "$(id -u "$name")" "$(id -g "$name")" \
-			"$owner" "$owner_gid" "$root" "$(env_home "$name")" "$mode" \
+			"$LB_LIB/spawn-holder.sh" "$name" "$project" "$uid" "$gid" "$owner" \
+			"$root" "$(env_home "$name")" "$mode" \
 			3>&1 >/dev/null 2>"$log" 9>&-
 	)
-	[[ $ready == ready\ * ]] || fail "could not start env $name: $(tail -n 1 "$log" 2>/dev/null)"
+	if [[ $ready != ready\ * ]]; then
+		LB_ERR="could not start env $name: $(tail -n 1 "$log" 2>/dev/null)"
+		return 1
+	fi
 	local pid stat f holder
 	read -r _ pid mode <<<"$ready"
 	read -r stat <"/proc/$pid/stat"
@@ -242,9 +336,10 @@ start_holder() {
 }
 
 # kill_holders NAME: SIGKILL every holder process of NAME (also one whose start was interrupted
-# before its holder file was written), and wait until they are gone
+# before its holder file was written), and wait until they are gone: at most 10 s, and a zombie
+# (a guest whose PID 1 does not reap) counts as gone
 kill_holders() {
-	local c pid want pids=()
+	local c pid want pids=() stat tries
 	want="/bin/bash"$'\x01'"$LB_LIB/holder.sh"$'\x01'"$1"$'\x01'
 	for c in /proc/[0-9]*/cmdline; do
 		pid=${c//[^0-9]/}
@@ -254,6 +349,10 @@ kill_holders() {
 	((${#pids[@]})) || return 0
 	kill -KILL "${pids[@]}" 2>/dev/null || true
 	for pid in "${pids[@]}"; do
-		while [[ -e /proc/$pid ]]; do sleep 0.01; done
+		for ((tries = 0; tries < 1000; tries++)); do
+			read -r stat 2>/dev/null <"/proc/$pid/stat" || break
+			[[ ${stat##*) } == Z* ]] && break
+			sleep 0.01
+		done
 	done
 }

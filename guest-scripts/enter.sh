@@ -1,5 +1,5 @@
 #!/bin/bash
-# enter NAME PROJECT [--cwd DIR] [--env VAR=VALUE]... [--agent-socket PATH] [--] [CMD ARG...]
+# enter NAME PROJECT [--owner ACCOUNT] [--cwd DIR] [--env VAR=VALUE]... [--agent-socket PATH] [--] [CMD ARG...]
 # Run CMD (default: a login shell) in the env as its user, creating or restarting the env
 # when needed. Exit status: CMD's; 126 cannot run; 127 not found; 125 bad argument or own failure
 # (one line on stderr: every other status may be CMD's own).
@@ -8,18 +8,19 @@ set -euo pipefail
 source /usr/local/libexec/llima-box/lib/common.sh
 export LB_FAIL=125 LB_BAD=125
 need_root
-usage="usage: enter NAME PROJECT [--cwd DIR] [--env VAR=VALUE]... [--agent-socket PATH] [--] [CMD ARG...]"
+usage="usage: enter NAME PROJECT [--owner ACCOUNT] [--cwd DIR] [--env VAR=VALUE]... [--agent-socket PATH] [--] [CMD ARG...]"
 (($# >= 2)) || bad "$usage"
 name=$1 project=$2
 shift 2
 check_name "$name"
 check_project "$project"
 
-cwd=$project term=dumb lang=C.UTF-8 agent=
+cwd=$project term=dumb lang=C.UTF-8 agent="" owner=""
 extra=()
 while (($#)); do
 	case $1 in
-	--cwd | --env | --agent-socket) (($# >= 2)) || bad "$1 needs a value" ;;&
+	--owner | --cwd | --env | --agent-socket) (($# >= 2)) || bad "$1 needs a value" ;;&
+	--owner) owner=$2 ;;
 	--cwd) cwd=$2 ;;
 	--env)
 		[[ $2 =~ ^(TERM|LANG|COLORTERM|LC_[A-Z]+)=[A-Za-z0-9._@:+=-]*$ ]] || bad "--env refuses ${2%%=*}"
@@ -36,18 +37,21 @@ while (($#)); do
 	esac
 	shift 2
 done
+set_owner "$owner"
 check_path cwd "$cwd"
 [[ $cwd == "$project" || $cwd == "$project"/* ]] || bad "--cwd is not inside the project"
 
 run_dirs
 ensure_env "$name" "$project"
 pid=$HOLDER_PID
-mode=
-read -r mode <"$LB_STATE/envs/$name/mode" || true
-if [[ $mode == shared-uid ]]; then
-	read -r uid gid < <(stat -c '%u %g' "$project")
-else
-	IFS=: read -r _ _ uid gid _ < <(getent passwd "$name")
+mode="" uid="" gid=""
+read -r mode uid gid <"$LB_STATE/envs/$name/mode" || true
+if [[ ! $uid =~ ^[0-9]+$ ]]; then # a holder started by guest scripts before version 6
+	if [[ $mode == shared-uid ]]; then
+		read -r uid gid < <(stat -c '%u %g' "$project")
+	else
+		IFS=: read -r _ _ uid gid _ < <(getent passwd "$name")
+	fi
 fi
 
 # bind_agent: show the caller's forwarded agent socket inside the env, for this entry only
@@ -117,11 +121,15 @@ if proc_stat "$caller" && ((caller > 1)); then
 	watcher=$!
 fi
 
-ctty=()
-[[ -t 0 ]] && ctty=(--ctty)
+# CMD runs in a new session. When the caller has a terminal on any of fds 0-2, the env gets a pty
+# of its own devpts instead (lib/tty-relay.py relays to the caller's and hangs it up at the end):
+# the caller's terminal never reaches the env.
+run=(setsid --)
+for fd in 0 1 2; do
+	[[ -t $fd ]] && run=(python3 -I -S "$LB_LIB/tty-relay.py" "$pid" "$uid" "$gid" --) && break
+done
 nsenter_argv=(
-	nsenter -t "$pid" -m -p -i -u --
-	setsid "${ctty[@]}" --
+	"${run[@]}" nsenter -t "$pid" -m -p -i -u --
 	setpriv --reuid "$uid" --regid "$gid" --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --
 	env -i -C "$cwd" "HOME=/home/$name" "USER=$name" "LOGNAME=$name" SHELL=/bin/bash
 	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin

@@ -1,10 +1,11 @@
 #!/bin/bash
 # PID 1 of an env. Builds the env's root in its new mount namespace, pivots into it,
-# reports "ready OUTER_PID MODE" on fd 3, then waits forever, reaping orphans.
+# reports "ready OUTER_PID MODE UID GID" on fd 3 (how the project is mounted, and the ids the
+# env runs as), then waits forever, reaping orphans.
 # SIGTERM ends it cleanly, and with it every process of the env.
 set -euo pipefail
 [[ ${LLIMA_DEBUG:-} == 1 ]] && set -x
-name=$1 project=$2 uid=$3 gid=$4 owner=$5 owner_gid=$6 root=$7 home=$8 mode=${9:-auto}
+name=$1 project=$2 uid=$3 gid=$4 owner=$5 root=$6 home=$7 mode=${8:-auto}
 lib=${0%/*}
 
 read -r outer _ </proc/self/stat
@@ -12,7 +13,7 @@ exec 4<>"$root.fifo"
 rm -f "$root.fifo"
 
 mount --make-rprivate /
-mount -t proc -o nosuid,nodev,noexec proc /proc # this PID namespace's view, for idmap-mount
+mount -t proc -o nosuid,nodev,noexec proc /proc # this PID namespace's view, for project-mount
 mount -t tmpfs -o mode=0755,size=16m llima-root "$root"
 cd "$root"
 
@@ -62,17 +63,7 @@ mount --bind "$home" "home/$name"
 mount -o remount,bind,nosuid,nodev "home/$name"
 
 mkdir -p ".$project"
-if [[ $mode != shared-uid ]] &&
-	python3 "$lib/idmap-mount.py" "$project" ".$project" "$owner:$uid" "$owner_gid:$gid"; then
-	mode=idmap
-elif [[ $mode == idmap ]]; then
-	echo "idmapped mount of $project failed" >&2
-	exit 1
-else
-	mount --bind "$project" ".$project"
-	mode=shared-uid
-fi
-mount -o remount,bind,nosuid,nodev ".$project"
+mounted=$(python3 -I -S "$lib/project-mount.py" "$project" ".$project" "$owner" "$mode" "$uid" "$gid")
 
 mount -o remount,ro,nosuid,nodev "$root"
 pivot_root . .
@@ -80,7 +71,7 @@ umount -l .
 cd /
 printf '%s\n' "$name" >/proc/sys/kernel/hostname
 
-printf 'ready %s %s\n' "$outer" "$mode" >&3
+printf 'ready %s %s\n' "$outer" "$mounted" >&3
 exec 3>&- 2>/dev/null 1>/dev/null 0</dev/null
 
 trap 'exit 0' TERM INT HUP

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """The body of the ``list`` verb: one JSON object a line for every env.
 
-usage: list-envs.py STATE_DIR RUN_DIR
+usage: list-envs.py STATE_DIR RUN_DIR [OWNER_UID]
+
+With OWNER_UID, only the envs of that account.
 
 In Python rather than bash because it is one pass over hundreds of envs: no process per env.
 An env is alive when the pid in RUN_DIR/NAME.holder runs with the recorded start time (the
@@ -54,21 +56,37 @@ def env_dirs(state):
     return sorted(found)
 
 
-def main(state, run):
+def owner_of(path, project):
+    """The recorded owner; for envs made before owners were recorded, the project's."""
+    owner = first_line(f"{path}/owner")
+    if owner.isdigit():
+        return int(owner)
+    try:
+        return os.stat(project).st_uid
+    except OSError:
+        return None
+
+
+def main(state, run, only=""):
     known = uids()
     lines = []
     for name, path in env_dirs(state):
+        project = first_line(f"{path}/project")
+        owner = owner_of(path, project)
+        if only and owner != int(only):
+            continue
         row = {
             "name": name,
-            "project": first_line(f"{path}/project"),
+            "project": project,
+            "owner": owner,
             "uid": known.get(name),
             "alive": alive(run, name),
             "created": first_line(f"{path}/created"),
-            "mode": first_line(f"{path}/mode"),
+            "mode": first_line(f"{path}/mode").partition(" ")[0],
         }
         lines.append(json.dumps(row, separators=(",", ":")) + "\n")
     sys.stdout.write("".join(lines))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])

@@ -60,6 +60,7 @@ class GuestEnv:
     alive: bool
     created: str
     mode: str
+    owner: int | None = None
 
 
 def verb_argv(verb: str, *args: str, sudo: bool) -> list[str]:
@@ -81,13 +82,16 @@ def enter_argv(
     env: t.Mapping[str, str] | None = None,
     agent_socket: str | None = None,
     sudo: bool = True,
+    owner: str | None = None,
 ) -> list[str]:
-    """Return the argv of ``enter NAME PROJECT [--cwd DIR] [--env V=X]... [--agent-socket P] -- CMD...``.
+    """Return the argv of ``enter NAME PROJECT [--owner U] [--cwd DIR] [--env V=X]... [--agent-socket P] -- CMD...``.
 
     Variables the guest would refuse (other names, or values with other characters) are left out
-    rather than failing the command.
+    rather than failing the command. ``owner``: the account a root caller acts for.
     """
     args = [name, project]
+    if owner is not None:
+        args += ["--owner", owner]
     if cwd is not None and cwd != project:
         args += ["--cwd", cwd]
     for key, value in sorted((env or {}).items()):
@@ -116,7 +120,7 @@ def parse_list(stdout: bytes) -> list[GuestEnv]:
             continue
         try:
             obj = json.loads(line)
-            uid = obj.get("uid")
+            uid, owner = obj.get("uid"), obj.get("owner")
             envs.append(
                 GuestEnv(
                     name=str(obj["name"]),
@@ -125,6 +129,7 @@ def parse_list(stdout: bytes) -> list[GuestEnv]:
                     alive=bool(obj.get("alive", False)),
                     created=str(obj.get("created", "")),
                     mode=str(obj.get("mode", "")),
+                    owner=int(owner) if owner is not None else None,
                 )
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -2,8 +2,9 @@
 # Install or upgrade the llima-box guest side. Runs as root: at every boot of the Lima VM
 # (its `system` provision step), and over SSH from `llima-box provision`. Idempotent.
 #
-# usage: install.sh [--user LOGIN] [--roots DIR[:DIR...]] [--project-mode auto|idmap|shared-uid]
+# usage: install.sh [--user LOGIN] [--group GROUP] [--roots DIR[:DIR...]] [--project-mode auto|idmap|shared-uid]
 #   --user          the guest login user allowed to run the guest scripts through sudo
+#   --group         also every member of GROUP (made when missing; each member gets envs of their own)
 #   --roots         where projects may live (default /home)
 #   --project-mode  how an env writes its project (default auto: idmapped mount, else shared uid)
 set -euo pipefail
@@ -16,11 +17,14 @@ die() {
 }
 
 LB_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-LB_USER="" LB_ROOTS=/home LB_MODE=auto
+# shellcheck source=../guest-scripts/places.sh
+source "$LB_SRC/guest-scripts/places.sh"
+LB_USER="" LB_GROUP="" LB_ROOTS=/home LB_MODE=auto
 while (($#)); do
 	case $1 in
-	--user | --roots | --project-mode) (($# >= 2)) || die "$1 needs a value" 2 ;;&
+	--user | --group | --roots | --project-mode) (($# >= 2)) || die "$1 needs a value" 2 ;;&
 	--user) LB_USER=$2 ;;
+	--group) LB_GROUP=$2 ;;
 	--roots) LB_ROOTS=$2 ;;
 	--project-mode) LB_MODE=$2 ;;
 	*) die "unknown argument $1 (see the usage in $0)" 2 ;;
@@ -33,14 +37,16 @@ if [[ -n $LB_USER ]]; then
 	[[ $LB_USER =~ ^[a-z_][a-z0-9_-]{0,31}$ && $LB_USER != root ]] || die "invalid --user $LB_USER" 2
 	getent passwd "$LB_USER" >/dev/null || die "no such user: $LB_USER" 2
 fi
+[[ -z $LB_GROUP || ($LB_GROUP =~ ^[a-z_][a-z0-9_-]{0,31}$ && $LB_GROUP != root) ]] || die "invalid --group $LB_GROUP" 2
 [[ $LB_MODE =~ ^(auto|idmap|shared-uid)$ ]] || die "invalid --project-mode $LB_MODE" 2
 IFS=: read -r -a roots <<<"$LB_ROOTS"
 ((${#roots[@]})) || die "--roots is empty" 2
 for root in "${roots[@]}"; do
 	[[ $root =~ ^(/[A-Za-z0-9._@+-]+)+$ && $root != */. && $root != */.. && $root != *[/]..[/]* ]] ||
 		die "invalid root $root (absolute, normalised, no special characters)" 2
+	! root_refused "$root" || die "root $root is a system directory: no project under it would be accepted" 2
 done
-export LB_SRC LB_USER LB_ROOTS LB_MODE
+export LB_SRC LB_USER LB_GROUP LB_ROOTS LB_MODE
 
 for step in "$LB_SRC"/provision/steps/[0-9][0-9]-*.sh; do
 	bash "$step" || die "step ${step##*/} failed"

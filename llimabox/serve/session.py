@@ -279,7 +279,8 @@ class Session:
         except Exception:  # noqa: BLE001 - only a hint
             envs = []
         root = self.conn.server.config.serve_projects_root
-        labels = sorted(filter(None, (project_label(self.conn.account, e.project, root) for e in envs)))
+        mine = (e for e in envs if e.owner in (None, self.conn.account.uid))
+        labels = sorted(filter(None, (project_label(self.conn.account, e.project, root) for e in mine)))
         return ", ".join(labels) if labels else "no envs yet"
 
     def _argv(self, name: str, project: str, kind: str, command: str | None, agent: str | None) -> list[str]:
@@ -293,7 +294,8 @@ class Session:
         env = {k: v for k, v in self.env.items() if ALLOWED_ENV.match(k)}
         if self.pty is not None:
             env["TERM"] = self.pty[0]
-        return guest.enter_argv(name, project, cmd, env=env, agent_socket=agent, sudo=False)
+        return guest.enter_argv(name, project, cmd, env=env, agent_socket=agent, sudo=False,
+                                owner=self.conn.account.name)
 
     def _execute(self, name: str, project: str, kind: str, command: str | None) -> int | None:
         relay_ = AgentRelay(self.conn.transport) if self.agent else None

@@ -16,7 +16,9 @@ install -d -m 0755 -o root -g root "$prefix" "$prefix/lib"
 for verb in create enter delete list version; do
 	put "$src/$verb.sh" "$prefix/$verb" 0755
 done
-for lib in common.sh holder.sh spawn-holder.sh agent-bind.py idmap-mount.py list-envs.py; do
+for lib in common.sh places.sh holder.sh spawn-holder.sh agent-bind.py project-mount.py tty-relay.py clear-keys.py \
+	list-envs.py; do
 	put "$src/$lib" "$prefix/lib/$lib" 0755
 done
+rm -f "$prefix/lib/idmap-mount.py" # replaced by project-mount.py in version 6
 put "$src/VERSION" "$prefix/VERSION" 0644

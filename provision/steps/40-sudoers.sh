@@ -1,11 +1,14 @@
 #!/bin/bash
-# The one sudoers rule: the login user may run exactly the five guest verbs as root.
-# Checked with visudo before it is put in place.
+# The one sudoers rule: the login user (and the members of --group) may run exactly the five
+# guest verbs as root. Checked with visudo before it is put in place.
 set -euo pipefail
 file=/etc/sudoers.d/llima-box
-if [[ -z $LB_USER ]]; then
+if [[ -z $LB_USER && -z $LB_GROUP ]]; then
 	rm -f "$file"
 	exit 0
+fi
+if [[ -n $LB_GROUP ]] && ! getent group "$LB_GROUP" >/dev/null; then
+	groupadd --system "$LB_GROUP"
 fi
 command -v visudo >/dev/null || {
 	echo "sudo is not installed" >&2
@@ -18,7 +21,8 @@ cat >"$tmp" <<SUDOERS
 # Installed by llima-box provisioning; changes are overwritten.
 Cmnd_Alias LLIMA_BOX = $p/create, $p/enter, $p/delete, $p/list, $p/version
 Defaults!LLIMA_BOX use_pty
-$LB_USER ALL=(root) NOPASSWD: LLIMA_BOX
+${LB_USER:+$LB_USER ALL=(root) NOPASSWD: LLIMA_BOX}
+${LB_GROUP:+%$LB_GROUP ALL=(root) NOPASSWD: LLIMA_BOX}
 SUDOERS
 visudo -cqf "$tmp" || {
 	echo "visudo rejected the generated sudoers rule" >&2
