@@ -32,11 +32,20 @@ FIELDS: list[tuple[str, type, object, str]] = [
      "serve: an account's public keys (~ and {user} as above)"),
     ("serve_max_sessions", int, 10, "serve: concurrent sessions per account"),
     ("serve_idle_timeout", float, 3600.0, "serve: seconds without traffic before a session is closed (0: never)"),
-    ("serve_login_grace", float, 60.0, "serve: seconds a connection may take to authenticate"),
+    ("serve_login_grace", float, 30.0, "serve: seconds a connection may take to authenticate"),
+    ("serve_max_startups", str, "30:30:100",
+     "serve: unauthenticated connections in all, START:RATE:FULL as OpenSSH's MaxStartups (or N: none beyond N)"),
+    ("serve_per_source_max_startups", int, 20,
+     "serve: unauthenticated connections from one address (IPv6: one /64); 0: no limit"),
+    ("serve_max_connections", int, 512, "serve: authenticated connections open at once"),
     ("serve_auth_delay", float, 0.5,
-     "serve: delay after a failed login, doubled per further failure (up to 16 times, 8 s at most)"),
-    ("serve_lockout_user", int, 10, "serve: failed logins of one account before it is locked out"),
-    ("serve_lockout_source", int, 30, "serve: failed logins from one address before it is locked out"),
+     "serve: delay after a failed password, doubled per further failure of that account from that address "
+     "(up to 16 times, 8 s at most)"),
+    ("serve_lockout_user", int, 10,
+     "serve: failed passwords of one account from one address before those are locked out"),
+    ("serve_lockout_source", int, 100,
+     "serve: failed passwords from one address before its password logins are locked out "
+     "(but of accounts that logged in from it lately)"),
     ("serve_lockout_seconds", float, 900.0, "serve: how long a lockout lasts (failures older than that are forgotten)"),
     ("serve_tcp_forwarding", bool, False, "serve: allow direct-tcpip (ssh -L) connections from the box"),
     ("serve_sftp", bool, False, "serve: allow the sftp subsystem (runs sftp-server inside the env)"),
@@ -65,10 +74,13 @@ class Config:
     serve_authorized_keys: str = "~/.ssh/authorized_keys"
     serve_max_sessions: int = 10
     serve_idle_timeout: float = 3600.0
-    serve_login_grace: float = 60.0
+    serve_login_grace: float = 30.0
+    serve_max_startups: str = "30:30:100"
+    serve_per_source_max_startups: int = 20
+    serve_max_connections: int = 512
     serve_auth_delay: float = 0.5
     serve_lockout_user: int = 10
-    serve_lockout_source: int = 30
+    serve_lockout_source: int = 100
     serve_lockout_seconds: float = 900.0
     serve_tcp_forwarding: bool = False
     serve_sftp: bool = False

@@ -166,11 +166,13 @@ class Guest:
                 "-o", "LogLevel=ERROR", f"{self.user}@127.0.0.1", *cmd]
 
     def install_cli(self) -> None:
-        """Make this machine's ``llima-box`` (this interpreter's) runnable by the guest's users."""
+        """Make this checkout's ``llima-box`` (run by this interpreter) runnable by the guest's users."""
         exe = Path(sys.executable)
         for parent in exe.parents:
             self.run(["chmod", "o+rx", str(parent)])
-        wrapper = f"#!/bin/sh\nexec {shlex.quote(str(exe))} -m llimabox \"$@\"\n"
+        # this checkout's llimabox (seen read-only at the same path in the guest), not an installed copy
+        wrapper = (f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(REPO))}\nexport PYTHONPATH\n"
+                   f'exec {shlex.quote(str(exe))} -m llimabox "$@"\n')
         self.run(["sh", "-c", "cat > /usr/local/bin/llima-box && chmod 755 /usr/local/bin/llima-box"],
                  input=wrapper).check_returncode()
 

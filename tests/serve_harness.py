@@ -36,11 +36,12 @@ def setup_accounts(guest: Guest, key_pub: str) -> None:
 
 
 class Serve:
-    """One ``llima-box serve`` in the guest, configured by ``LLIMA_BOX_SERVE_*`` variables (keyword: the config key)."""
+    """One ``llima-box serve`` in the guest, configured by ``LLIMA_BOX_SERVE_*`` variables (keyword: the config key),
+    with its state (audit log) in ``state``."""
 
-    def __init__(self, guest: Guest, log_dir: str, **config: object) -> None:
-        self.guest, self.port = guest, free_port()
-        env = [f"LLIMA_BOX_HOME={STATE}", "LLIMA_BOX_SERVE_PROJECTS_ROOT=/Users/{user}"]
+    def __init__(self, guest: Guest, log_dir: str, state: str = STATE, **config: object) -> None:
+        self.guest, self.port, self.state = guest, free_port(), state
+        env = [f"LLIMA_BOX_HOME={state}", "LLIMA_BOX_SERVE_PROJECTS_ROOT=/Users/{user}"]
         env += [f"LLIMA_BOX_{k.upper()}={v}" for k, v in config.items()]
         self.log = os.path.join(log_dir, f"serve-{self.port}.log")
         with open(self.log, "wb") as log:
@@ -117,7 +118,7 @@ class Serve:
         return transport
 
     def audit(self, *args: str) -> dict[str, list[dict[str, t.Any]]]:
-        r = self.guest.run(["env", f"LLIMA_BOX_HOME={STATE}", "llima-box", "audit", "--json", *args])
+        r = self.guest.run(["env", f"LLIMA_BOX_HOME={self.state}", "llima-box", "audit", "--json", *args])
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
 

@@ -1,8 +1,16 @@
 """Authentication for ``serve``: PAM passwords, authorized keys, and rate limiting.
 
-Failed logins are counted per account and per source address: each failure delays the
-answer (``serve_auth_delay``, doubled per further failure up to 16 times that, at most 8 s) and too many within
-``serve_lockout_seconds`` lock the account or the address out for that long.
+Failed passwords are counted per (account, source address) and per source address. Each
+failure delays the answer (``serve_auth_delay``, doubled per further failure of that account
+from that address, up to 16 times that, at most 8 s). ``serve_lockout_user`` failures of one
+account from one address lock that account's passwords out *from that address*;
+``serve_lockout_source`` failures from one address lock its password logins out, except for
+accounts that logged in from it within the window. Attempts while locked are not counted, so
+one client that keeps guessing locks out no one else; public keys are never locked out.
+
+Names that may not log in (unknown, not in the group, root, malformed) still cost a PAM check:
+that of the dummy account :data:`DUMMY_ACCOUNT` (made by provisioning, with a hash of the
+system's method), so the time of a refusal does not tell which names exist.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import time
 import typing as t
 
 from llimabox.serve.accounts import Account, Refused, expand, lookup_account, parse_login
+from llimabox.serve.limits import source_key
 
 if t.TYPE_CHECKING:
     import paramiko
@@ -25,9 +34,10 @@ if t.TYPE_CHECKING:
     from llimabox.config import Config
     from llimabox.serve.audit import Audit
 
-__all__ = ["RateLimiter", "Authenticator", "authorized_keys", "pam_account"]
+__all__ = ["DUMMY_ACCOUNT", "RateLimiter", "Authenticator", "authorized_keys", "pam_account"]
 
 log = logging.getLogger("llimabox.serve")
+DUMMY_ACCOUNT = "llima-box-nobody"
 _MAX_DELAY = 8.0
 _MAX_KEYS = 100_000
 _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
@@ -35,16 +45,20 @@ _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp
 
 
 class RateLimiter:
-    """Failures per account and per source within a sliding window; thread-safe."""
+    """Failed passwords per (account, source) and per source within a sliding window; thread-safe.
 
-    def __init__(self, per_user: int, per_source: int, window: float, base_delay: float,
+    Sources are counted by :func:`limits.source_key` (an IPv6 /64 is one source).
+    """
+
+    def __init__(self, per_login: int, per_source: int, window: float, base_delay: float,
                  clock: t.Callable[[], float] = time.monotonic) -> None:
-        self.limits = {"user": per_user, "source": per_source}
+        self.per_login, self.per_source = per_login, per_source
         self.window, self.base_delay, self.clock = window, base_delay, clock
-        self._fails: dict[tuple[str, str], collections.deque[float]] = {}
+        self._fails: dict[tuple[str, ...], collections.deque[float]] = {}
+        self._logins: dict[tuple[str, str], float] = {}  # (account, source) -> last successful login
         self._lock = threading.Lock()
 
-    def _recent(self, key: tuple[str, str], now: float) -> collections.deque[float]:
+    def _recent(self, key: tuple[str, ...], now: float) -> collections.deque[float]:
         if len(self._fails) > _MAX_KEYS:  # made-up user names must not grow this without bound
             self._fails = {k: v for k, v in self._fails.items() if v and v[-1] > now - self.window}
         fails = self._fails.setdefault(key, collections.deque())
@@ -52,32 +66,39 @@ class RateLimiter:
             fails.popleft()
         return fails
 
-    def locked(self, user: str, source: str) -> str | None:
-        """``"user"`` or ``"source"`` when that one is locked out now, else None."""
-        now = self.clock()
+    def locked(self, user: str, address: str) -> str | None:
+        """``"account"`` (this account from this source) or ``"source"`` when locked out now, else None."""
+        now, source = self.clock(), source_key(address)
         with self._lock:
-            for kind, value in (("user", user), ("source", source)):
-                if len(self._recent((kind, value), now)) >= self.limits[kind] > 0:
-                    return kind
+            if len(self._recent(("login", user, source), now)) >= self.per_login > 0:
+                return "account"
+            if len(self._recent(("source", source), now)) >= self.per_source > 0:
+                if self._logins.get((user, source), -self.window) <= now - self.window:
+                    return "source"
         return None
 
-    def failure(self, user: str | None, source: str) -> float:
-        """Count a failure (of the source only when ``user`` is None); return how long to delay the answer."""
-        now = self.clock()
+    def failure(self, user: str, address: str) -> float:
+        """Count a failed password; return how long to delay the answer."""
+        now, source = self.clock(), source_key(address)
         with self._lock:
-            counts = []
-            for kind, value in (("user", user), ("source", source)):
-                if value is None:
-                    continue
-                fails = self._recent((kind, value), now)
-                fails.append(now)
-                counts.append(len(fails))
-        return min(self.base_delay * 2 ** min(max(counts) - 1, 4), _MAX_DELAY)
+            fails = self._recent(("login", user, source), now)
+            fails.append(now)
+            self._recent(("source", source), now).append(now)
+        return self.delay(len(fails))
 
-    def success(self, user: str) -> None:
-        """A successful login forgets the account's failures (not the source's)."""
+    def delay(self, failures: int) -> float:
+        """The delay after the ``failures``-th failure in a row."""
+        return min(self.base_delay * 2 ** min(max(failures, 1) - 1, 4), _MAX_DELAY)
+
+    def success(self, user: str, address: str) -> None:
+        """A login forgets the failures of the account from that source (not the source's) and exempts
+        the account from that source's lockout for the window."""
+        now, source = self.clock(), source_key(address)
         with self._lock:
-            self._fails.pop(("user", user), None)
+            self._fails.pop(("login", user, source), None)
+            if len(self._logins) > _MAX_KEYS:
+                self._logins = {k: v for k, v in self._logins.items() if v > now - self.window}
+            self._logins[(user, source)] = now
 
 
 def authorized_keys(path: str, account: Account) -> list[tuple[str, bytes]]:
@@ -144,50 +165,49 @@ class Authenticator:
         self.limiter = RateLimiter(config.serve_lockout_user, config.serve_lockout_source,
                                    config.serve_lockout_seconds, config.serve_auth_delay)
 
-    def _precheck(self, login: str, source: str, method: str) -> Account | None:
-        """The account when it may try to log in; records and delays the refusals."""
-        user = login.partition("+")[0]
-        locked = self.limiter.locked(user, source)
-        if locked:
-            # a locked account's further attempts count against the source, without extending the lock
-            self.audit.auth(login, user, source, method, "locked", f"{locked} locked out")
-            if locked == "user":
-                self.limiter.failure(None, source)
-            return None
-        try:
-            parse_login(login)
-            return lookup_account(user, self.config.serve_group)
-        except Refused as exc:
-            self._fail(login, user, source, method, "refused", str(exc))
-            return None
-
     def _fail(self, login: str, user: str, source: str, method: str, result: str, detail: str) -> None:
         self.audit.auth(login, user, source, method, result, detail)
         delay = self.limiter.failure(user, source)
         if delay:
             time.sleep(delay)
 
-    def password(self, login: str, password: str, source: str, method: str = "password") -> Account | None:
-        """Check a password through PAM (service ``serve_pam_service``)."""
-        account = self._precheck(login, source, method)
-        if account is None:
-            return None
+    def _pam(self, name: str, password: str) -> tuple[bool, str]:
+        """PAM's authentication stack of service ``serve_pam_service``: (success, PAM's reason)."""
         import pam
 
         checker = pam.PamAuthenticator()
-        if checker.authenticate(account.name, password, service=self.config.serve_pam_service, resetcreds=False):
-            self.limiter.success(account.name)
+        ok = checker.authenticate(name, password, service=self.config.serve_pam_service, resetcreds=False)
+        return bool(ok), str(checker.reason or "")[:200]
+
+    def password(self, login: str, password: str, source: str, method: str = "password") -> Account | None:
+        """Check a password through PAM; names that may not log in cost a PAM check too (the dummy's)."""
+        user = login.partition("+")[0]
+        locked = self.limiter.locked(user, source)
+        if locked:  # not counted: guessing on does not extend the lockout or spread it to the source
+            self.audit.auth(login, user, source, method, "locked", f"{locked} locked out")
+            time.sleep(self.limiter.delay(16))
+            return None
+        try:
+            parse_login(login)
+            account = lookup_account(user, self.config.serve_group)
+        except Refused as exc:
+            self._pam(DUMMY_ACCOUNT, password)  # the same work as a member's wrong password
+            self._fail(login, user, source, method, "refused", str(exc))
+            return None
+        ok, reason = self._pam(account.name, password)
+        if ok:
+            self.limiter.success(account.name, source)
             self.audit.auth(login, account.name, source, method, "success", None)
             return account
-        self._fail(login, account.name, source, method, "failure", str(checker.reason or "")[:200])
+        self._fail(login, account.name, source, method, "failure", reason)
         return None
 
     def public_key(self, login: str, key: paramiko.PKey, source: str) -> Account | None:
-        """Whether ``key`` is in the account's authorized keys (failures are recorded, not counted)."""
+        """Whether ``key`` is in the account's authorized keys (failures are recorded, not counted).
+
+        Failed passwords never lock a key out: guessing proves nothing against a key.
+        """
         user = login.partition("+")[0]
-        if self.limiter.locked(user, source):
-            self.audit.auth(login, user, source, "publickey", "locked", key.fingerprint)
-            return None
         try:
             parse_login(login)
             account = lookup_account(user, self.config.serve_group)

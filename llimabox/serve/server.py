@@ -23,7 +23,8 @@ from paramiko.common import MSG_CHANNEL_REQUEST
 from llimabox.errors import InvalidInput, LlimaBoxError
 from llimabox.serve.accounts import Account, Login, parse_login
 from llimabox.serve.audit import Audit
-from llimabox.serve.auth import Authenticator
+from llimabox.serve.auth import DUMMY_ACCOUNT, Authenticator
+from llimabox.serve.limits import Gate, Ticket, parse_startups
 from llimabox.serve.session import Session, relay
 
 if t.TYPE_CHECKING:
@@ -34,7 +35,7 @@ __all__ = ["Server", "Connection", "parse_listen", "load_host_key", "run"]
 log = logging.getLogger("llimabox.serve")
 _MAX_AUTH_FAILURES = 6  # per connection, like OpenSSH's MaxAuthTries
 _SHUTDOWN_GRACE = 15.0
-_MAX_CONNECTIONS = 512  # open connections, authenticated or not (one thread each)
+_DROP_LOG_EVERY = 10.0  # seconds between warnings about dropped connections
 _BANNER = "SSH-2.0-llima-box"
 
 
@@ -104,8 +105,8 @@ def _handle_channel_request(chan: paramiko.Channel, m: paramiko.Message) -> None
 class Connection(paramiko.ServerInterface):
     """The decisions of one SSH connection."""
 
-    def __init__(self, server: Server, transport: paramiko.Transport, source: str) -> None:
-        self.server, self.transport, self.source = server, transport, source
+    def __init__(self, server: Server, transport: paramiko.Transport, source: str, ticket: Ticket) -> None:
+        self.server, self.transport, self.source, self.ticket = server, transport, source, ticket
         self.account: Account | None = None
         self.login: Login | None = None
         self.sessions: dict[int, Session] = {}
@@ -115,6 +116,7 @@ class Connection(paramiko.ServerInterface):
         self._key: tuple[str, str] | None = None
         self._failures = 0
         self._auth_lock = threading.Lock()
+        self._over_cap = False
 
     # -- authentication --
 
@@ -157,17 +159,27 @@ class Connection(paramiko.ServerInterface):
         return paramiko.AUTH_SUCCESSFUL
 
     def authenticated(self) -> None:
-        """Once the transport is authenticated: fix the account and record a key login (once)."""
+        """Once the transport is authenticated: count it as such, fix the account and record a key login (once).
+
+        Over ``serve_max_connections`` authenticated connections, it is closed instead.
+        """
         with self._auth_lock:
-            if self.account is None:
-                self._authenticated()
+            if self.account is not None or self._over_cap:
+                return
+            if not self.ticket.promote():
+                self._over_cap = True
+                log.warning("closing a login from %s: %d authenticated connections open", self.source,
+                            self.server.config.serve_max_connections)
+                threading.Timer(0.1, self.transport.close).start()
+                return
+            self._authenticated()
 
     def _authenticated(self) -> None:
         username = self.transport.get_username() or ""
         self.account = self._accounts[username]
         self.login = parse_login(username)
         if self._key is not None and self._key[0] == username:
-            self.server.limiter_success(self.account.name)
+            self.server.limiter_success(self.account.name, self.source)
             self.server.audit.auth(username, self.account.name, self.source, "publickey", "success", self._key[1])
 
     # -- channels --
@@ -284,11 +296,15 @@ class Server:
         self.auth = Authenticator(config, audit)
         self.stopping = threading.Event()
         self.connections: set[Connection] = set()
+        self.gate = Gate(parse_startups(config.serve_max_startups), config.serve_per_source_max_startups,
+                         config.serve_max_connections)
+        self._dropped = 0
+        self._dropped_logged = 0.0
         self._active: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
 
-    def limiter_success(self, user: str) -> None:
-        self.auth.limiter.success(user)
+    def limiter_success(self, user: str, source: str) -> None:
+        self.auth.limiter.success(user, source)
 
     def claim(self, user: str) -> bool:
         """Count a starting session of ``user``; False when at the cap."""
@@ -318,35 +334,54 @@ class Server:
                 continue
             except InterruptedError:
                 continue
-            with self._lock:
-                full = len(self.connections) >= _MAX_CONNECTIONS
-            if full:
-                log.warning("refused a connection from %s: %d connections open", addr[0], _MAX_CONNECTIONS)
-                client.close()
+            ticket, why = self.gate.admit(addr[0])
+            if ticket is None:
+                self._drop(client, addr[0], why)
                 continue
             client.settimeout(None)
-            threading.Thread(target=self._connection, args=(client, addr[0]), name=f"conn-{addr[0]}",
+            threading.Thread(target=self._connection, args=(client, addr[0], ticket), name=f"conn-{addr[0]}",
                              daemon=True).start()
         sock.close()
         self._shutdown()
 
-    def _connection(self, client: socket.socket, source: str) -> None:
+    def _drop(self, client: socket.socket, source: str, why: str) -> None:
+        """Close a new connection at once, with a line saying so (before any SSH banner)."""
+        try:
+            client.setblocking(False)
+            client.send(b"llima-box: too many unauthenticated connections, try again later\r\n")
+        except OSError:
+            pass
+        client.close()
+        self._dropped += 1
+        now = time.monotonic()
+        if now - self._dropped_logged >= _DROP_LOG_EVERY:
+            log.warning("dropped %d new connections (the last from %s: %s)", self._dropped, source, why)
+            self._dropped, self._dropped_logged = 0, now
+
+    def _connection(self, client: socket.socket, source: str, ticket: Ticket) -> None:
+        try:
+            self._transport(client, source, ticket)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            log.debug("connection from %s: %s", source, exc)
+        except Exception:
+            log.exception("connection from %s failed", source)
+        finally:
+            ticket.release()
+            client.close()
+
+    def _transport(self, client: socket.socket, source: str, ticket: Ticket) -> None:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = paramiko.Transport(client)
         transport.local_version = _BANNER
         transport._channel_handler_table = dict(transport._channel_handler_table)
         transport._channel_handler_table[MSG_CHANNEL_REQUEST] = _handle_channel_request
         transport.add_server_key(self.host_key)
-        conn = Connection(self, transport, source)
+        conn = Connection(self, transport, source, ticket)
         with self._lock:
             self.connections.add(conn)
         try:
             transport.start_server(server=conn)
             conn.run(self.config.serve_login_grace)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            log.debug("connection from %s: %s", source, exc)
-        except Exception:
-            log.exception("connection from %s failed", source)
         finally:
             with self._lock:
                 self.connections.discard(conn)
@@ -377,6 +412,16 @@ class Server:
             conn.transport.close()
 
 
+def _check_dummy_account() -> None:
+    import pwd
+
+    try:
+        pwd.getpwnam(DUMMY_ACCOUNT)
+    except KeyError:
+        log.warning("no account %s (provisioning makes it): refusing an unknown name takes less time than "
+                    "a wrong password, which tells names apart", DUMMY_ACCOUNT)
+
+
 def run(config: Config, listen: str, host_key_file: str | None, ready: t.Callable[[str], None]) -> int:
     """Run the server until SIGTERM or SIGINT; returns the exit code.
 
@@ -389,6 +434,8 @@ def run(config: Config, listen: str, host_key_file: str | None, ready: t.Callabl
     if os.geteuid() != 0:
         raise InvalidInput("serve must run as root (it enters every account's envs)")
     host, port = parse_listen(listen)
+    parse_startups(config.serve_max_startups)
+    _check_dummy_account()
     key = load_host_key(Path(host_key_file) if host_key_file else None, paths.state_dir())
     store = Store(paths.db_path())
     store.schema_revision()  # migrate now, not at the first login
