@@ -510,6 +510,7 @@ def provision(
     *,
     user: str | None = None,
     roots: str | None = None,
+    group: str | None = None,
     config: Config | None = None,
     overrides: Overrides | None = None,
     accept_host_key: bool = False,
@@ -519,9 +520,11 @@ def provision(
     :param user: the guest login user allowed to run the guest verbs (default: who we log in as).
     :param roots: ``:``-separated directories projects may live under (default: the guest's current
         setting, else ``/home``).
+    :param group: also let every member of this group run the guest verbs, each with envs of their
+        own (``""``: no group; default: the guest's current setting).
     """
     backend = open_backend(config, overrides, accept_host_key)
     try:
-        return backend.provision(user=user, roots=roots)
+        return backend.provision(user=user, roots=roots, group=group)
     finally:
         backend.close()

@@ -4,7 +4,8 @@
 #
 # usage: install.sh [--user LOGIN] [--group GROUP] [--roots DIR[:DIR...]] [--project-mode auto|idmap|shared-uid]
 #   --user          the guest login user allowed to run the guest scripts through sudo
-#   --group         also every member of GROUP (made when missing; each member gets envs of their own)
+#   --group         also every member of GROUP (made when missing; each member gets envs of their own);
+#                   default: the group provisioned before, none with --group ""
 #   --roots         where projects may live (default /home)
 #   --project-mode  how an env writes its project (default auto: idmapped mount, else shared uid)
 set -euo pipefail
@@ -19,7 +20,7 @@ die() {
 LB_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../guest-scripts/places.sh
 source "$LB_SRC/guest-scripts/places.sh"
-LB_USER="" LB_GROUP="" LB_ROOTS=/home LB_MODE=auto
+LB_USER="" LB_GROUP=- LB_ROOTS=/home LB_MODE=auto
 while (($#)); do
 	case $1 in
 	--user | --group | --roots | --project-mode) (($# >= 2)) || die "$1 needs a value" 2 ;;&
@@ -33,6 +34,9 @@ while (($#)); do
 done
 
 [[ $EUID -eq 0 ]] || die "must run as root"
+if [[ $LB_GROUP == - ]]; then # keep what was provisioned (automatic upgrades name no group)
+	LB_GROUP=$(sed -n 's/^GROUP=//p' /etc/llima-box/guest.conf 2>/dev/null | tail -n 1) || LB_GROUP=""
+fi
 if [[ -n $LB_USER ]]; then
 	[[ $LB_USER =~ ^[a-z_][a-z0-9_-]{0,31}$ && $LB_USER != root ]] || die "invalid --user $LB_USER" 2
 	getent passwd "$LB_USER" >/dev/null || die "no such user: $LB_USER" 2

@@ -60,8 +60,12 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def provision(self, user: str | None = None, roots: str | None = None) -> str:
-        """Install or upgrade the guest side; return its last line of output."""
+    def provision(self, user: str | None = None, roots: str | None = None, group: str | None = None) -> str:
+        """Install or upgrade the guest side; return its last line of output.
+
+        :param group: also let the members of this group run the guest verbs (``""``: no group;
+            ``None``: keep the guest's setting).
+        """
 
     def guest_version(self) -> int | None:
         """The guest-scripts version installed in the guest, ``None`` when not installed/runnable."""

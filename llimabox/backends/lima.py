@@ -72,7 +72,7 @@ class LimaBackend(SSHBackend):
             log.info("guest side version %s is older than %s: upgrading", have, want)
             self.provision()
 
-    def provision(self, user: str | None = None, roots: str | None = None) -> str:
+    def provision(self, user: str | None = None, roots: str | None = None, group: str | None = None) -> str:
         self.auto_upgrade = False
         roots = roots or _remote_conf(self).get("ROOTS") or self.vm.environ.get("HOME") or os.path.expanduser("~")
-        return super().provision(user=user, roots=roots)
+        return super().provision(user=user, roots=roots, group=group)

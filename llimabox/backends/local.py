@@ -90,7 +90,7 @@ class LocalBackend(Backend):
         )
         return proc.returncode == 0
 
-    def provision(self, user: str | None = None, roots: str | None = None) -> str:
+    def provision(self, user: str | None = None, roots: str | None = None, group: str | None = None) -> str:
         conf = _read_conf()
         user = user or _default_user() or conf.get("USER") or None
         roots = roots or conf.get("ROOTS") or "/home"
@@ -98,6 +98,8 @@ class LocalBackend(Backend):
         argv = ["bash", str(src / "install.sh"), "--roots", roots]
         if user:
             argv += ["--user", user]
+        if group is not None:
+            argv += ["--group", group]
         if os.geteuid() != 0:
             argv = ["sudo", "-n", *argv]
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)

@@ -84,7 +84,7 @@ class SSHBackend(Backend):
             raise self._not_provisioned(b"")
         return code
 
-    def provision(self, user: str | None = None, roots: str | None = None) -> str:
+    def provision(self, user: str | None = None, roots: str | None = None, group: str | None = None) -> str:
         conn = self.conn
         user = user or (self.target.user if self.target.user != "root" else None)
         roots = roots or _remote_conf(self).get("ROOTS") or "/home"
@@ -97,6 +97,8 @@ class SSHBackend(Backend):
             argv = ["bash", f"{tmp}/provision/install.sh", "--roots", roots]
             if user:
                 argv += ["--user", user]
+            if group is not None:
+                argv += ["--group", group]
             if self.target.user != "root":
                 argv = ["sudo", "-n", *argv]
             code, out, err = conn.capture(argv)

@@ -37,15 +37,18 @@ def status(g: Globals, as_json: bool) -> int:
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--user", help="Guest login user allowed to run the guest scripts (default: the one we log in as).")
 @click.option("--roots", help="Colon-separated directories projects may live under (default: kept, else /home).")
+@click.option("--group", help='Also let every member of this group use llima-box, each with envs of their own '
+              '(default: kept; "" for none).')
 @pass_globals
-def provision(g: Globals, user: str | None, roots: str | None) -> None:
+def provision(g: Globals, user: str | None, roots: str | None, group: str | None) -> None:
     """Install or upgrade the guest side: scripts, sudoers rule and settings.
 
     \b
     Example:
         llima-box provision --roots /home          # the configured backend
         sudo llima-box --backend local provision --user "$USER" --roots /home
+        sudo llima-box --backend local provision --group llima-box --roots /home   # a shared box
     """
     from llimabox import api
 
-    click.echo(api.provision(user=user, roots=roots, **g.api_kwargs()))
+    click.echo(api.provision(user=user, roots=roots, group=group, **g.api_kwargs()))
