@@ -1,11 +1,11 @@
 #!/usr/bin/python3
-"""Show the caller's forwarded SSH agent socket inside an env, for one entry (run by enter).
+"""Show an entry's agent socket (lib/agent-relay.py's) inside an env, for that entry (run by enter).
 
-usage: agent-bind.py HOLDER_PID SOCKET TARGET CALLER_UID
+usage: agent-bind.py HOLDER_PID SOCKET TARGET OWNER_UID
 
 A classic bind mount cannot take its source from another mount namespace, so the socket's
-mount is cloned here (open_tree), checked to be a socket owned by the caller, and moved into
-the env's mount namespace (setns + move_mount) at TARGET, readable by the env's user.
+mount is cloned here (open_tree), checked to be a socket owned by OWNER_UID (the env's), and
+moved into the env's mount namespace (setns + move_mount) at TARGET.
 """
 
 import ctypes
@@ -40,7 +40,6 @@ def main(holder, sock, target, caller):
     os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     check(libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, os.fsencode(target),
                        MOVE_MOUNT_F_EMPTY_PATH), "move_mount")
-    os.chmod(target, 0o666)  # the socket's own directory stays the caller's, mode 0700
 
 
 if __name__ == "__main__":

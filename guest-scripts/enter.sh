@@ -54,21 +54,36 @@ if [[ ! $uid =~ ^[0-9]+$ ]]; then # a holder started by guest scripts before ver
 	fi
 fi
 
-# bind_agent: show the caller's forwarded agent socket inside the env, for this entry only
+# bind_agent: relay the caller's agent (lib/agent-relay.py, as the caller) to a socket only the
+# env's uid may use, shown inside the env (lib/agent-bind.py) for this entry only; the relay, and
+# with it every connection an env process made through it, ends with the entry
 bind_agent() {
-	agent_target=/run/llima-agent.$$.sock
+	local line relay_out
+	agent_target=/run/llima-agent.$$.sock agent_relay=$LB_RUN/agents/$$.sock
 	check_path agent-socket "${agent%/*}"
 	[[ $agent =~ ^/[^/]+(/[^/]+)*/[A-Za-z0-9._-]+$ ]] || bad "invalid --agent-socket"
-	python3 "$LB_LIB/agent-bind.py" "$pid" "$agent" "$agent_target" "${SUDO_UID:-0}" ||
-		bad "--agent-socket is not the caller's socket"
-	extra+=("SSH_AUTH_SOCK=$agent_target")
+	[[ -d $LB_RUN/agents ]] || install -d -m 0700 "$LB_RUN/agents"
+	rm -f "$agent_relay"
 	trap unbind_agent EXIT
+	exec {relay_out}< <(exec python3 -I -S "$LB_LIB/agent-relay.py" "$agent" "$agent_relay" "$uid" "$gid" \
+		"${SUDO_UID:-0}" "${SUDO_GID:-0}" 2>/dev/null)
+	relay_pid=$!
+	if ! read -r -u "$relay_out" line || [[ $line != ready ]]; then
+		bad "--agent-socket is not the caller's socket"
+	fi
+	exec {relay_out}<&-
+	python3 -I -S "$LB_LIB/agent-bind.py" "$pid" "$agent_relay" "$agent_target" "$uid" ||
+		fail "cannot show the agent socket in the env"
+	extra+=("SSH_AUTH_SOCK=$agent_target")
 }
 # shellcheck disable=SC2317 # called from the EXIT trap
 unbind_agent() {
-	nsenter -t "$pid" -m -p -- umount "$agent_target" || true
+	kill "$relay_pid" 2>/dev/null || true
+	rm -f "$agent_relay"
+	nsenter -t "$pid" -m -p -- umount "$agent_target" 2>/dev/null || true
 	nsenter -t "$pid" -m -p -- rm -f "$agent_target" || true
 }
+relay_pid=""
 [[ -z $agent ]] || bind_agent
 
 (($#)) || set -- /bin/bash -l

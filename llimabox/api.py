@@ -211,8 +211,14 @@ def shell(
 
     :param pty: force a pseudo-terminal on (True) or off (False); default: when stdin and stdout are terminals.
     :param stdin: binary streams; ``None`` means this process's own.
+    :param forward_agent: forward the SSH agent (also when the ``forward_agent`` key is set).
     :raises LlimaBoxError: llima-box itself failed (the CLI exits 125).
     """
+    if config is None:
+        from llimabox.config import load_config
+
+        config = load_config(os.environ, overrides)
+    forward_agent = forward_agent or config.forward_agent
     backend = open_backend(config, overrides, accept_host_key)
     try:
         target = shell_target(backend, path if path is not None else os.getcwd())

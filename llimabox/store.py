@@ -131,7 +131,7 @@ class Store:
     def _open(self) -> sa.Engine:
         if self._engine is None:
             with self._errors():
-                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._private()
                 engine = sa.create_engine(f"sqlite:///{self.path}", connect_args={"timeout": 3})
                 try:
                     self._migrate(engine)
@@ -140,6 +140,18 @@ class Store:
                     raise
                 self._engine = engine
         return self._engine
+
+    def _private(self) -> None:
+        """The state directory 0700 and the database 0600 (env names and project paths are nobody else's)."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for path, mode in ((self.path.parent, 0o700), (self.path, 0o600)):
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | (os.O_CREAT if mode == 0o600 else 0), mode)
+            try:
+                if os.fstat(fd).st_mode & 0o777 != mode:
+                    with contextlib.suppress(PermissionError):  # not ours: leave it as it is
+                        os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
 
     def _migrate(self, engine: sa.Engine) -> None:
         from llimabox.fastindex import HEAD_REVISION

@@ -61,3 +61,13 @@ def test_delete_all(guest: t.Any) -> None:
     assert _run(guest, "delete-all").returncode == 2
     assert _run(guest, "delete-all", "--yes").returncode == 0
     assert json.loads(_out(_run(guest, "list", "--json"))) == []
+
+
+def test_agent_forwarding_to_an_env_of_its_own_uid(guest: t.Any, project: str) -> None:
+    """OpenSSH's agent answers its own uid only; the env has another one: the entry's relay asks as the caller."""
+    script = ('eval "$(ssh-agent -s)" >/dev/null && trap "kill $SSH_AGENT_PID" EXIT && '
+              'k=$(mktemp -u) && ssh-keygen -q -t ed25519 -N "" -C local-fwd -f "$k" && ssh-add -q "$k" 2>/dev/null && '
+              f'llima-box --backend local shell -A {project} -- sh -c "id -un; ssh-add -l"')
+    r = guest.run(["sh", "-c", script], user="alice")
+    assert r.returncode == 0, r.stderr
+    assert "local-fwd" in r.stdout and r.stdout.startswith("lb-")

@@ -162,9 +162,58 @@ def test_agent_forwarding(lb: LB, project: str, tmp_path: Path) -> None:
         r = lb("shell", "-A", project, "--", "ssh-add", "-l", env=env)
         assert r.returncode == 0, r.stderr
         assert b"fwd-test" in r.stdout
+        r = lb("shell", project, "--", "ssh-add", "-l", env={**env, "LLIMA_BOX_FORWARD_AGENT": "1"})  # the key
+        assert (r.returncode, b"fwd-test" in r.stdout) == (0, True), r.stderr
+        r = lb("shell", project, "--", "ssh-add", "-l", env=env)  # off by default
+        assert r.returncode != 0 and b"fwd-test" not in r.stdout
     finally:
         agent.terminate()
         agent.wait()
+
+
+#: Left in the env by an entry with -A: connects to the agent during the entry, asks it for its keys after it.
+AGENT_KEEPER = """
+import os, socket, struct, sys, time
+out = sys.argv[1]
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ["SSH_AUTH_SOCK"])
+if os.fork():
+    os._exit(0)
+time.sleep(3)
+try:
+    s.sendall(struct.pack(">IB", 1, 11))  # SSH2_AGENTC_REQUEST_IDENTITIES
+    s.settimeout(5)
+    answer = s.recv(4096)
+except OSError as e:
+    answer = repr(e).encode()
+open(out, "wb").write(answer or b"closed")
+"""
+
+
+def test_the_agent_is_cut_when_the_entry_ends(lb: LB, guest: t.Any, project: str, tmp_path: Path) -> None:
+    sock = tmp_path / "agent.sock"
+    with subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL) as agent:
+        try:
+            for _ in range(50):
+                if sock.exists():
+                    break
+                time.sleep(0.1)
+            key = tmp_path / "keep"
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kept-key", "-f", str(key)],
+                           check=True)
+            env = {**lb.env, "SSH_AUTH_SOCK": str(sock)}
+            subprocess.run(["ssh-add", str(key)], env=env, check=True, capture_output=True)
+            out = f"{project}/agent-after-entry"
+            assert lb("shell", "-A", project, "--", "python3", "-c", AGENT_KEEPER, out, env=env).returncode == 0
+            for _ in range(100):
+                answer = guest.run(["cat", out], input=b"").stdout
+                if answer:
+                    break
+                time.sleep(0.1)
+            assert b"kept-key" not in answer
+            assert answer == b"closed" or answer.startswith((b"BrokenPipeError", b"ConnectionResetError")), answer
+        finally:
+            agent.terminate()
 
 
 def test_delete_all(lb: LB, guest: t.Any) -> None:

@@ -160,3 +160,26 @@ def test_a_failed_upgrade_changes_nothing(tmp_path):
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
     assert tables == {"alembic_version", "envs", "audit_sessions"} and version == ("0001",)
+
+
+def test_state_is_private(tmp_path):
+    """Env names and project paths are nobody else's: the directory 0700, the database 0600, also when an
+    older llima-box (or the mux, creating the state dir as a parent of its own) left them 0755 and 0644."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    (state / "state.db").touch(mode=0o644)
+    (state / "state.db").chmod(0o644)
+    s = Store(state / "state.db")
+    try:
+        s.upsert(rec("lb-b", "/a/b"))
+    finally:
+        s.close()
+    assert (state.stat().st_mode & 0o777, (state / "state.db").stat().st_mode & 0o777) == (0o700, 0o600)
+    fresh = Store(tmp_path / "new" / "state.db")
+    try:
+        fresh.upsert(rec("lb-b", "/a/b"))
+    finally:
+        fresh.close()
+    assert ((tmp_path / "new").stat().st_mode & 0o777, (tmp_path / "new" / "state.db").stat().st_mode & 0o777) == (
+        0o700, 0o600)

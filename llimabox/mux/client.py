@@ -104,6 +104,7 @@ def _start(overrides: dict[str, str]) -> None:
     directory = runtime_dir()
     home = os.path.dirname(os.path.dirname(os.path.abspath(llimabox.__file__)))  # run this very package
     try:
+        os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)  # the state dir: private too
         os.makedirs(directory, mode=0o700, exist_ok=True)
         log = os.open(os.path.join(directory, "log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     except OSError:

@@ -295,6 +295,7 @@ def main() -> None:
     if path is None:
         return
     directory = runtime_dir()
+    os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)  # the state dir: private too
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
     lock = os.open(os.path.join(directory, f"v{PROTOCOL}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
