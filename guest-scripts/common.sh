@@ -17,6 +17,8 @@ export HOLDER_PID= # set by holder_alive
 [[ ${LLIMA_DEBUG:-} == 1 ]] && set -x
 # shellcheck source=places.sh
 source "$LB_LIB/places.sh"
+# shellcheck source=cgroup.sh
+source "$LB_LIB/cgroup.sh"
 
 die() { # die CODE MESSAGE: one line on stderr, then exit
 	printf 'llima-box-guest: %s\n' "$2" >&2
@@ -294,6 +296,7 @@ make_env() {
 destroy_env() {
 	local name=$1
 	kill_holders "$name"
+	cgroup_remove "$name"
 	remove_account "$name"
 	rm -rf --one-file-system "$(env_home "$name")" "$(env_home "$name").new"
 	rm -rf "$(env_dir "$name")" "$(env_dir "$name").new"
@@ -314,8 +317,10 @@ start_holder() {
 	rm -f "$root.fifo"
 	mkfifo -m 0600 "$root.fifo"
 	IFS=: read -r _ _ uid gid _ < <(getent passwd "$name")
+	cgroup_prepare "$name"
 	ready=$(
-		unshare --mount --pid --ipc --uts --propagation private -- \
+		[[ -z $CG_DIR ]] || echo "$BASHPID" >"$CG_DIR/cgroup.procs"
+		exec "${CG_RUN[@]}" unshare --mount --pid --ipc --uts --propagation private -- \
 			"$LB_LIB/spawn-holder.sh" "$name" "$project" "$uid" "$gid" "$owner" \
 			"$root" "$(env_home "$name")" "$mode" \
 			3>&1 >/dev/null 2>"$log" 9>&-
@@ -328,8 +333,9 @@ start_holder() {
 	read -r _ pid mode <<<"$ready"
 	read -r stat <"/proc/$pid/stat"
 	read -r -a f <<<"${stat##*) }"
-	# the mode first, the holder file last and atomically: it is what the unlocked fast path trusts
+	# the mode and cgroup first, the holder file last and atomically: what the unlocked fast path trusts
 	printf '%s\n' "$mode" >"$(env_dir "$name")/mode"
+	cgroup_of "$pid" >"$(env_dir "$name")/cgroup"
 	holder=$(holder_file "$name")
 	printf '%s %s\n' "$pid" "${f[19]}" >"$holder.new"
 	mv -f "$holder.new" "$holder"

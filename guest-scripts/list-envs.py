@@ -83,6 +83,7 @@ def main(state, run, only=""):
             "alive": alive(run, name),
             "created": first_line(f"{path}/created"),
             "mode": first_line(f"{path}/mode").partition(" ")[0],
+            "cgroup": first_line(f"{path}/cgroup"),
         }
         lines.append(json.dumps(row, separators=(",", ":")) + "\n")
     sys.stdout.write("".join(lines))

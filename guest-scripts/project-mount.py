@@ -7,16 +7,26 @@ PROJECT is opened with openat2(RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS), so 
 can be a symlink at the moment it is used; the checks (a directory, owned by OWNER, not by root)
 are made on that file descriptor, and the mount is a clone of that very directory (open_tree on
 the fd, then move_mount): swapping a path component for a symlink between the verbs' checks
-and this mount gains nothing. MODE auto or idmap first tries an idmapped mount (files of OWNER
-appear owned by ENV_UID, what ENV_UID creates belongs to OWNER on disk; util-linux 2.38 has no
-X-mount.idmap); auto falls back to a plain bind (shared-uid) where the filesystem refuses.
+and this mount gains nothing. The env always runs as its own uid, except in shared-uid mode:
+
+- idmap: an idmapped mount (files of OWNER appear owned by ENV_UID, what ENV_UID creates belongs
+  to OWNER on disk; util-linux 2.38 has no X-mount.idmap). MODE auto and idmap try it first.
+- mapped: where the filesystem refuses idmapped mounts (Lima's 9p and virtiofs shares, NFS,
+  overlayfs), bindfs --map does the same in user space: the checked clone is mounted at a private
+  staging directory, bindfs opens it (and works relative to it from then on), the staging mount
+  is detached. New files never get setuid or setgid bits.
+- shared-uid (only when provisioned so): a plain bind, and the env runs as OWNER.
+
 The mount is nosuid and nodev. Prints the mode used and the uid and gid the env runs as.
 """
 
 import ctypes
 import os
+import shutil
 import stat
+import subprocess
 import sys
+import tempfile
 
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_OPENAT2, SYS_MOUNT_SETATTR = 428, 429, 437, 442
 OPEN_TREE_CLONE = 1
@@ -25,6 +35,7 @@ MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_IDMAP = 0x2, 0x4, 0x100000
 RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS = 0x02, 0x04
 AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
 CLONE_NEWUSER = 0x10000000
+MNT_DETACH = 2
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -86,25 +97,54 @@ def set_attr(tree, attr_set, userns=0):
     return libc.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
+def move(tree, dst):
+    check(libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, os.fsencode(dst), MOVE_MOUNT_F_EMPTY_PATH),
+          "move_mount")
+
+
+def mapped(tree, dst, owner, gid, env_uid, env_gid):
+    """bindfs --map over the checked clone (see the docstring); raise when bindfs is missing or fails."""
+    if shutil.which("bindfs") is None:
+        raise OSError("the filesystem refuses idmapped mounts and bindfs is not installed: install bindfs "
+                      "(apt-get install bindfs), or provision with --project-mode shared-uid")
+    staging = tempfile.mkdtemp(prefix=".src-", dir=os.path.dirname(os.path.abspath(dst)))
+    try:
+        os.chmod(staging, 0o700)
+        move(tree, staging)
+        try:
+            subprocess.run(["bindfs", f"--map={owner}/{env_uid}:@{gid}/@{env_gid}", "--create-with-perms=ug-s",
+                            "-o", "allow_other,nosuid,nodev,fsname=llima-box", staging, dst],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True)
+        finally:
+            check(libc.umount2(os.fsencode(staging), MNT_DETACH), "umount staging")
+    finally:
+        os.rmdir(staging)
+
+
 def main(project, dst, owner, mode, env_uid, env_gid):
     owner, env_uid, env_gid = int(owner), int(env_uid), int(env_gid)
-    if mode not in ("auto", "idmap", "shared-uid"):
+    if mode not in ("auto", "idmap", "mapped", "shared-uid"):
         raise ValueError(f"unknown mode {mode}")
     fd, st = open_project(project, owner)
     tree = check(libc.syscall(SYS_OPEN_TREE, fd, b"", AT_EMPTY_PATH | OPEN_TREE_CLONE | os.O_CLOEXEC), "open_tree")
     plain = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-    used = "shared-uid"
-    if mode != "shared-uid":
+    used = mode
+    if mode in ("auto", "idmap"):
         userns = user_namespace(f"{owner} {env_uid} 1\n", f"{st.st_gid} {env_gid} 1\n")
         if set_attr(tree, plain | MOUNT_ATTR_IDMAP, userns) == 0:
             used = "idmap"
         elif mode == "idmap":
             check(-1, f"idmapped mount of {project}")
-    if used == "shared-uid":
+        else:
+            used = "mapped"
+    if used != "idmap":
         check(set_attr(tree, plain), "mount_setattr")
-        env_uid, env_gid = owner, st.st_gid
-    check(libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, os.fsencode(dst), MOVE_MOUNT_F_EMPTY_PATH),
-          "move_mount")
+    if used == "mapped":
+        mapped(tree, dst, owner, st.st_gid, env_uid, env_gid)
+    else:
+        if used == "shared-uid":
+            env_uid, env_gid = owner, st.st_gid
+        move(tree, dst)
     print(used, env_uid, env_gid)
 
 

@@ -2,12 +2,13 @@
 # Install or upgrade the llima-box guest side. Runs as root: at every boot of the Lima VM
 # (its `system` provision step), and over SSH from `llima-box provision`. Idempotent.
 #
-# usage: install.sh [--user LOGIN] [--group GROUP] [--roots DIR[:DIR...]] [--project-mode auto|idmap|shared-uid]
+# usage: install.sh [--user LOGIN] [--group GROUP] [--roots DIR[:DIR...]] [--project-mode auto|idmap|mapped|shared-uid]
 #   --user          the guest login user allowed to run the guest scripts through sudo
 #   --group         also every member of GROUP (made when missing; each member gets envs of their own);
 #                   default: the group provisioned before, none with --group ""
 #   --roots         where projects may live (default /home)
-#   --project-mode  how an env writes its project (default auto: idmapped mount, else shared uid)
+#   --project-mode  how an env writes its project (default auto: an idmapped mount where the
+#                   filesystem allows it, else bindfs --map; shared-uid runs envs as the owner)
 set -euo pipefail
 export LC_ALL=C
 [[ ${LLIMA_DEBUG:-} == 1 ]] && set -x
@@ -42,7 +43,7 @@ if [[ -n $LB_USER ]]; then
 	getent passwd "$LB_USER" >/dev/null || die "no such user: $LB_USER" 2
 fi
 [[ -z $LB_GROUP || ($LB_GROUP =~ ^[a-z_][a-z0-9_-]{0,31}$ && $LB_GROUP != root) ]] || die "invalid --group $LB_GROUP" 2
-[[ $LB_MODE =~ ^(auto|idmap|shared-uid)$ ]] || die "invalid --project-mode $LB_MODE" 2
+[[ $LB_MODE =~ ^(auto|idmap|mapped|shared-uid)$ ]] || die "invalid --project-mode $LB_MODE" 2
 IFS=: read -r -a roots <<<"$LB_ROOTS"
 ((${#roots[@]})) || die "--roots is empty" 2
 for root in "${roots[@]}"; do

@@ -9,6 +9,7 @@ directory as a project), and the guest side installed by the project's own
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -65,6 +66,19 @@ def boot_argv(dir: str | os.PathLike[str], port: int, shared: str | os.PathLike[
             "bash", str(REPO / "tests" / "guest_boot.sh"), str(dir), str(REPO), str(port), str(shared), *options]
 
 
+def _remove_empty_cgroups() -> None:
+    """The guest shares this machine's cgroup2 hierarchy: drop the env cgroups its guests left (empty ones)."""
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[2] == "cgroup2":
+            parent = Path(fields[1]) / "llima-box"
+            for group in parent.glob("lb-*") if parent.is_dir() else ():
+                with contextlib.suppress(OSError):
+                    group.rmdir()
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+
+
 class Guest:
     """The running test guest; use as a context manager."""
 
@@ -116,6 +130,7 @@ class Guest:
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.shared, ignore_errors=True)
+        _remove_empty_cgroups()
 
     def restart(self) -> None:
         """Reboot the guest, as far as a reboot is visible to llima-box: every process but its init ends
