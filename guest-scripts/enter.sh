@@ -140,22 +140,32 @@ if proc_stat "$caller" && ((caller > 1)); then
 	watcher=$!
 fi
 
-# CMD runs in a new session. When the caller has a terminal on any of fds 0-2, the env gets a pty
-# of its own devpts instead (lib/tty-relay.py relays to the caller's and hangs it up at the end):
-# the caller's terminal never reaches the env.
-run=(setsid --)
+# CMD runs in a new session with a session keyring of its own: the caller's (sshd's pam_keyinit
+# makes one, sudo passes it on) would otherwise be the env's, keys and all. When the caller has a
+# terminal on any of fds 0-2, lib/tty-relay.py gives the env a pty of its own devpts (relayed to
+# the caller's, hung up at the end) and the keyring; otherwise `keyctl session -` makes the keyring,
+# with stderr parked on fd 9 (keyctl announces the keyring there) until sh puts it back for CMD.
+run=(setsid --) keyring=() restore=()
+if command -v keyctl >/dev/null; then
+	keyring=(keyctl session -)
+	restore=(/bin/sh -c 'exec 2>&9 9>&- && unset PWD && exec "$@"' sh)
+fi
 for fd in 0 1 2; do
-	[[ -t $fd ]] && run=(python3 -I -S "$LB_LIB/tty-relay.py" "$pid" "$uid" "$gid" --) && break
+	[[ -t $fd ]] && run=(python3 -I -S "$LB_LIB/tty-relay.py" "$pid" "$uid" "$gid" --) keyring=() restore=() && break
 done
 nsenter_argv=(
 	"${run[@]}" nsenter -t "$pid" -m -p -i -u --
 	setpriv --reuid "$uid" --regid "$gid" --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --
-	env -i -C "$cwd" "HOME=/home/$name" "USER=$name" "LOGNAME=$name" SHELL=/bin/bash
+	"${keyring[@]}" env -i -C "$cwd" "HOME=/home/$name" "USER=$name" "LOGNAME=$name" SHELL=/bin/bash
 	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-	"TERM=$term" "LANG=$lang" "${extra[@]}"
+	"TERM=$term" "LANG=$lang" "${extra[@]}" "${restore[@]}"
 )
 rc=0
-"${nsenter_argv[@]}" "$@" || rc=$?
+if ((${#restore[@]})); then
+	"${nsenter_argv[@]}" "$@" 9>&2 2>/dev/null || rc=$?
+else
+	"${nsenter_argv[@]}" "$@" || rc=$?
+fi
 if [[ -n $watcher ]]; then
 	kill "$watcher" 2>/dev/null || true
 	wait "$watcher" 2>/dev/null || true

@@ -5,10 +5,11 @@ usage: tty-relay.py HOLDER_PID ENV_UID ENV_GID -- ARGV...
 
 Opens a new pty in the env's devpts instance (through the holder's root), puts its slave in
 place of each of fds 0-2 that is a terminal, makes it the controlling terminal of a new
-session and runs ARGV (nsenter ... CMD) there. Meanwhile this process, no longer root, relays
-bytes between the caller's terminal (raw mode) and the pty and passes window sizes on. When
-ARGV ends it closes the pty, which hangs up whatever in the env still holds it: the env never
-gets the caller's terminal, so nothing left in it can read or inject what the caller types later.
+session (with a new session keyring) and runs ARGV (nsenter ... CMD) there. Meanwhile this
+process, no longer root, relays bytes between the caller's terminal (raw mode) and the pty and
+passes window sizes on. When ARGV ends it closes the pty, which hangs up whatever in the env still
+holds it: the env never gets the caller's terminal, so nothing left in it can read or inject what
+the caller types later.
 Exit status: ARGV's.
 """
 
@@ -23,6 +24,8 @@ import tty
 
 TIOCSPTLCK, TIOCGPTPEER = 0x40045431, 0x5441  # not in the termios module
 NOBODY = 65534
+KEYCTL_JOIN_SESSION_KEYRING = 1
+SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)
 
 
 def open_pty(holder, uid, gid):
@@ -39,12 +42,17 @@ def spawn(argv, slave, ttys):
     if pid == 0:
         try:
             os.setsid()
+            if SYS_KEYCTL is not None:  # a session keyring of the entry's own, not the caller's
+                import ctypes
+
+                ctypes.CDLL(None).syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None)
             fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
             for fd in ttys:
                 os.dup2(slave, fd)
             if slave not in ttys:
                 os.close(slave)
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGQUIT):
+                signal.signal(sig, signal.SIG_DFL)
             os.execvp(argv[0], argv)
         except OSError as e:
             os.write(2, f"llima-box-guest: cannot run {argv[0]}: {e.strerror}\r\n".encode())
@@ -86,10 +94,17 @@ def relay(master, pid, ttys):
     signal.set_wakeup_fd(wake_w)
     for sig in (signal.SIGCHLD, signal.SIGWINCH):
         signal.signal(sig, lambda *_: None)
+    # an interrupt sent to us (sudo passes Ctrl-C on as SIGINT when it sees it first) is typed into the pty
+    typed = []
+    keys = termios.tcgetattr(master)[6]
+    for sig, key in ((signal.SIGINT, termios.VINTR), (signal.SIGQUIT, termios.VQUIT)):
+        signal.signal(sig, lambda *_, key=key: typed.append(keys[key]))
     copy_size(ttys[0], master)
     os.set_blocking(master, False)
     pending, status = b"", None
     while status is None:
+        if typed:
+            pending, typed[:] = pending + b"".join(typed), []
         readers = [master, wake_r] + ([source] if source is not None and len(pending) < 65536 else [])
         readable, writable, _ = select.select(readers, [master] if pending else [], [])
         if wake_r in readable:
@@ -132,6 +147,8 @@ def copy_out(master, sink, limit):
 
 
 def main(holder, uid, gid, argv):
+    for sig in (signal.SIGINT, signal.SIGQUIT):  # until relay() types them into the pty
+        signal.signal(sig, signal.SIG_IGN)
     ttys = [fd for fd in (0, 1, 2) if os.isatty(fd)]
     master, slave = open_pty(int(holder), int(uid), int(gid))
     pid = spawn(argv, slave, ttys)

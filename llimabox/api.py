@@ -34,6 +34,7 @@ if t.TYPE_CHECKING:
 __all__ = [
     "shell", "shell_target", "run_in_env", "record_use", "ShellTarget",
     "create", "create_in", "list_envs", "list_in", "delete", "delete_all", "status", "provision", "open_backend",
+    "verify",
 ]  # fmt: skip
 
 log = logging.getLogger("llimabox")
@@ -534,3 +535,45 @@ def provision(
         return backend.provision(user=user, roots=roots, group=group)
     finally:
         backend.close()
+
+
+#: The isolation battery, run inside the env as its user (guest-scripts/verify-env.py).
+VERIFY_SCRIPT = f"{guest.GUEST_PREFIX}/lib/verify-env.py"
+
+
+def verify(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    config: Config | None = None,
+    overrides: Overrides | None = None,
+    accept_host_key: bool = False,
+) -> list[dict[str, t.Any]]:
+    """Check from inside the env of ``path`` that it has every property of its isolation.
+
+    :return: one ``{"check", "ok", "detail"}`` per property, in a fixed order.
+    :raises GuestScriptFailed: the battery could not run in the env.
+    """
+    import json
+    import tempfile
+
+    from llimabox.backends.base import one_line
+
+    backend = open_backend(config, overrides, accept_host_key)
+    try:
+        target = shell_target(backend, path if path is not None else os.getcwd())
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, open(os.devnull, "rb") as null:
+            code = run_in_env(backend, target, ["python3", "-I", "-S", VERIFY_SCRIPT, target.project], environ={},
+                              stdin=null, stdout=out, stderr=err)
+            out.seek(0)
+            err.seek(0)
+            lines, problem = out.read().decode("utf-8", "replace").splitlines(), err.read()
+        record_use(backend, target, code)
+    finally:
+        backend.close()
+    try:
+        results = [json.loads(line) for line in lines]
+    except ValueError:
+        results = []
+    if code not in (0, 1) or not results:
+        raise GuestScriptFailed(one_line(problem, f"the isolation checks could not run in the env (exit {code})"))
+    return results

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 import subprocess
 
 import pytest
@@ -195,3 +196,29 @@ def test_an_env_lives_in_a_cgroup_of_its_own(guest, env_name, project):
     finally:
         assert guest.guest_script("delete", env_name).returncode == 0
     assert guest.run(["test", "-e", row["cgroup"]]).returncode == 1
+
+
+SESSION_KEY = """
+import ctypes, os, sys
+add_key, keyctl = {"x86_64": (248, 250), "aarch64": (217, 219)}[os.uname().machine]
+libc = ctypes.CDLL(None, use_errno=True)
+if sys.argv[1] == "add":  # into the session keyring sshd's pam_keyinit made for this login
+    print(libc.syscall(add_key, b"user", b"login-secret", b"s3cr3t", 6, -3) > 0)
+else:
+    print(libc.syscall(keyctl, 10, -3, b"user", b"login-secret", 0) > 0)
+"""
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_the_callers_session_keyring_stays_outside(guest, env_name, project, terminal):
+    """A key the login keeps in its session keyring (Kerberos tickets, say) is not the env's to read."""
+    enter = shlex.join(["sudo", "-n", f"{PREFIX}/enter", env_name, project,
+                        "--", "python3", "-c", SESSION_KEY, "search"])
+    add = shlex.join(["python3", "-c", SESSION_KEY, "add"])
+    script = f"{add} && " + (shlex.join(["script", "-qec", enter, "/dev/null"]) if terminal else enter)
+    try:
+        r = subprocess.run(guest.ssh_argv(script), capture_output=True, text=True, timeout=60)
+        seen = [word.strip("^@") for word in r.stdout.split()]  # script(1) echoes its stdin's EOF as ^@
+        assert seen[:2] == ["True", "False"], (r.stdout, r.stderr)
+    finally:
+        guest.guest_script("delete", env_name)

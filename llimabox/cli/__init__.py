@@ -18,6 +18,7 @@ from llimabox.cli.envs import create, delete, delete_all, list_envs
 from llimabox.cli.guest import provision, status
 from llimabox.cli.serve import audit, serve
 from llimabox.cli.shell import shell
+from llimabox.cli.verify import verify
 from llimabox.cli.vm import vm
 
 __all__ = ["main", "cli"]
@@ -107,7 +108,7 @@ def cli(
         logging.basicConfig(level=logging.DEBUG, format="llima-box: %(levelname)s: %(message)s")
 
 
-for _command in (shell, create, list_envs, delete, delete_all, status, provision, vm, doctor, serve, audit):
+for _command in (shell, create, list_envs, delete, delete_all, status, provision, verify, vm, doctor, serve, audit):
     cli.add_command(_command)
 
 main = cli
