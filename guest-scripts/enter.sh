@@ -140,32 +140,24 @@ if proc_stat "$caller" && ((caller > 1)); then
 	watcher=$!
 fi
 
-# CMD runs in a new session with a session keyring of its own: the caller's (sshd's pam_keyinit
-# makes one, sudo passes it on) would otherwise be the env's, keys and all. When the caller has a
-# terminal on any of fds 0-2, lib/tty-relay.py gives the env a pty of its own devpts (relayed to
-# the caller's, hung up at the end) and the keyring; otherwise `keyctl session -` makes the keyring,
-# with stderr parked on fd 9 (keyctl announces the keyring there) until sh puts it back for CMD.
-run=(setsid --) keyring=() restore=()
-if command -v keyctl >/dev/null; then
-	keyring=(keyctl session -)
-	restore=(/bin/sh -c 'exec 2>&9 9>&- && unset PWD && exec "$@"' sh)
-fi
+# CMD runs in a new session (when the caller has a terminal on any of fds 0-2, lib/tty-relay.py
+# makes it, with a pty of the env's own devpts relayed to the caller's and hung up at the end), and
+# lib/entry.pl, as the env's user, gives it a session keyring of its own and the seccomp filter that
+# refuses setuid and setgid bits.
+run=() session=new-session
 for fd in 0 1 2; do
-	[[ -t $fd ]] && run=(python3 -I -S "$LB_LIB/tty-relay.py" "$pid" "$uid" "$gid" --) keyring=() restore=() && break
+	[[ -t $fd ]] && run=(python3 -I -S "$LB_LIB/tty-relay.py" "$pid" "$uid" "$gid" --) session=same-session && break
 done
 nsenter_argv=(
 	"${run[@]}" nsenter -t "$pid" -m -p -i -u --
 	setpriv --reuid "$uid" --regid "$gid" --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --
-	"${keyring[@]}" env -i -C "$cwd" "HOME=/home/$name" "USER=$name" "LOGNAME=$name" SHELL=/bin/bash
+	perl "$LB_LIB/entry.pl" "$session"
+	env -i -C "$cwd" "HOME=/home/$name" "USER=$name" "LOGNAME=$name" SHELL=/bin/bash
 	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-	"TERM=$term" "LANG=$lang" "${extra[@]}" "${restore[@]}"
+	"TERM=$term" "LANG=$lang" "${extra[@]}"
 )
 rc=0
-if ((${#restore[@]})); then
-	"${nsenter_argv[@]}" "$@" 9>&2 2>/dev/null || rc=$?
-else
-	"${nsenter_argv[@]}" "$@" || rc=$?
-fi
+"${nsenter_argv[@]}" "$@" || rc=$?
 if [[ -n $watcher ]]; then
 	kill "$watcher" 2>/dev/null || true
 	wait "$watcher" 2>/dev/null || true

@@ -5,7 +5,7 @@ usage: tty-relay.py HOLDER_PID ENV_UID ENV_GID -- ARGV...
 
 Opens a new pty in the env's devpts instance (through the holder's root), puts its slave in
 place of each of fds 0-2 that is a terminal, makes it the controlling terminal of a new
-session (with a new session keyring) and runs ARGV (nsenter ... CMD) there. Meanwhile this
+session and runs ARGV (nsenter ... CMD) there. Meanwhile this
 process, no longer root, relays bytes between the caller's terminal (raw mode) and the pty and
 passes window sizes on. When ARGV ends it closes the pty, which hangs up whatever in the env still
 holds it: the env never gets the caller's terminal, so nothing left in it can read or inject what
@@ -24,8 +24,6 @@ import tty
 
 TIOCSPTLCK, TIOCGPTPEER = 0x40045431, 0x5441  # not in the termios module
 NOBODY = 65534
-KEYCTL_JOIN_SESSION_KEYRING = 1
-SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)
 
 
 def open_pty(holder, uid, gid):
@@ -42,10 +40,6 @@ def spawn(argv, slave, ttys):
     if pid == 0:
         try:
             os.setsid()
-            if SYS_KEYCTL is not None:  # a session keyring of the entry's own, not the caller's
-                import ctypes
-
-                ctypes.CDLL(None).syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None)
             fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
             for fd in ttys:
                 os.dup2(slave, fd)

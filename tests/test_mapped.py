@@ -70,7 +70,9 @@ def test_the_project_is_writable_and_what_it_writes_is_the_owners(guest, mapped_
 
 
 def test_new_files_never_get_setuid_bits(guest, mapped_env):
-    script = "import os; os.close(os.open('s', os.O_CREAT | os.O_WRONLY, 0o6755)); os.mkdir('g', 0o2775)"
+    """Refused at the call (the entry's seccomp filter); bindfs strips the bits of whatever gets through."""
+    script = ("import os\ntry:\n    os.close(os.open('s', os.O_CREAT | os.O_WRONLY, 0o6755))\nexcept OSError:\n"
+              "    open('s', 'w').close()\nos.mkdir('g', 0o2775)")
     assert guest.enter(*mapped_env, "python3", "-c", script).returncode == 0
     modes = guest.run(["stat", "-c", "%a", f"{mapped_env[1]}/s", f"{mapped_env[1]}/g"]).stdout.split()
     assert [int(m, 8) & 0o6000 for m in modes] == [0, 0] and len(modes) == 2

@@ -222,3 +222,29 @@ def test_the_callers_session_keyring_stays_outside(guest, env_name, project, ter
         assert seen[:2] == ["True", "False"], (r.stdout, r.stderr)
     finally:
         guest.guest_script("delete", env_name)
+
+
+PLANT = """
+import errno, os
+open("tool", "w").close()
+for what, call in (("chmod u+s", lambda: os.chmod("tool", 0o4755)), ("chmod g+s", lambda: os.chmod("tool", 0o2755)),
+                   ("create u+s", lambda: os.close(os.open("made", os.O_CREAT | os.O_WRONLY, 0o4755))),
+                   ("mknod u+s", lambda: os.mknod("node", 0o104755)), ("chmod 755", lambda: os.chmod("tool", 0o755))):
+    try:
+        call()
+        print(what, "done")
+    except OSError as e:
+        print(what, errno.errorcode[e.errno])
+"""
+
+
+def test_no_setuid_file_can_be_planted_in_the_project(guest, env_name, project):
+    """Other accounts would run it with the project owner's euid outside the env."""
+    try:
+        r = guest.enter(env_name, project, "python3", "-c", PLANT)
+        assert r.stdout.splitlines() == ["chmod u+s EPERM", "chmod g+s EPERM", "create u+s EPERM", "mknod u+s EPERM",
+                                         "chmod 755 done"], r.stderr
+        modes = guest.run(["find", project, "-perm", "/6000"]).stdout
+        assert modes == ""
+    finally:
+        guest.guest_script("delete", env_name)

@@ -55,10 +55,9 @@ def _provision_script(roots: str) -> str:
         f"{blob}\n"
         "LLIMA_BOX_PAYLOAD\n"
         "tar -xzf \"$tmp/payload.tar.gz\" -C \"$tmp\" --no-same-owner\n"
-        "# bindfs: the host shares (9p, virtiofs) refuse idmapped mounts; keyutils: a fresh session keyring per entry\n"
-        "command -v bindfs >/dev/null && command -v keyctl >/dev/null || { apt-get update -qq && "
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bindfs keyutils >/dev/null; } || "
-        "echo 'llima-box: could not install bindfs and keyutils' >&2\n"
+        "# the host shares (9p, virtiofs) refuse idmapped mounts: envs keep their own uid through bindfs\n"
+        "command -v bindfs >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+        "bindfs >/dev/null; } || echo 'llima-box: could not install bindfs; envs on the host share cannot start' >&2\n"
         f"bash \"$tmp/provision/install.sh\" --user \"{{{{.User}}}}\" --roots {shlex.quote(roots)}\n"
     )
 
