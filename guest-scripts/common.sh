@@ -229,8 +229,7 @@ holder_alive() {
 # ensure_env NAME PROJECT: make the env if missing, start its namespaces if gone (holds the
 # lock unless the env is up already); sets HOLDER_PID
 ensure_env() {
-	local dir recorded="" owner=""
-	dir=$(env_dir "$1")
+	local dir=$LB_STATE/envs/$1 recorded="" owner="" # no $(env_dir): this is the warm path
 	if [[ -r $dir/project && -r $dir/owner ]] && holder_alive "$1"; then
 		read -r recorded <"$dir/project" || true
 		read -r owner <"$dir/owner" || true

@@ -151,10 +151,9 @@ done
 nsenter_argv=(
 	"${run[@]}" nsenter -t "$pid" -m -p -i -u --
 	setpriv --reuid "$uid" --regid "$gid" --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --
-	perl "$LB_LIB/entry.pl" "$session"
-	env -i -C "$cwd" "HOME=/home/$name" "USER=$name" "LOGNAME=$name" SHELL=/bin/bash
+	perl "$LB_LIB/entry.pl" "$session" "$cwd" "HOME=/home/$name" "USER=$name" "LOGNAME=$name" SHELL=/bin/bash
 	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-	"TERM=$term" "LANG=$lang" "${extra[@]}"
+	"TERM=$term" "LANG=$lang" "${extra[@]}" --
 )
 rc=0
 "${nsenter_argv[@]}" "$@" || rc=$?

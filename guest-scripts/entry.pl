@@ -1,21 +1,24 @@
 #!/usr/bin/perl
 # The last step of every entry before CMD, run as the env's user (after setpriv, with no_new_privs):
-#   entry.pl new-session|same-session CMD ARG...
+#   entry.pl new-session|same-session DIR VAR=VALUE... -- CMD ARG...
 # new-session: a new session (no terminal). Both: a session keyring of the entry's own (the caller's,
 # from sshd's pam_keyinit, would otherwise be the env's to read), and a seccomp filter that refuses
 # setuid and setgid bits (chmod and the file-creating calls, EPERM), openat2 and io_uring (whose modes
 # it cannot see; ENOSYS) and every call of another architecture (ENOSYS), so nothing in the env can
-# plant a setuid file in the project for other accounts to run. Then exec CMD.
+# plant a setuid file in the project for other accounts to run. Then CMD runs in DIR with exactly
+# the environment VAR=VALUE... (as `env -i -C DIR`).
 # In perl, which every Debian and Ubuntu system has (perl-base), because one exec of it is cheaper
-# than the setsid, keyctl and shell steps it replaces on the hot path; util-linux 2.38 cannot load a
-# seccomp filter.
-use strict;
-use warnings;
+# than the setsid, keyctl, shell and env steps it replaces on the hot path; util-linux 2.38 cannot
+# load a seccomp filter. No modules (strict, warnings and constant cost more than the rest together).
 
 sub fail { print STDERR "llima-box-guest: $_[0]\n"; exit 125 }    # enter's own failure, as enter reports it
 
-my ($how, @cmd) = @ARGV;
-fail("usage: entry.pl new-session|same-session CMD...") unless @cmd && $how =~ /^(new|same)-session$/;
+my ($how, $dir, @rest) = @ARGV;
+my ($i, %env) = (0);
+$i++ while $i < @rest && $rest[$i] ne "--";
+my @cmd = @rest[$i + 1 .. $#rest];
+fail("usage: entry.pl new-session|same-session DIR VAR=VALUE... -- CMD...") unless @cmd && $how =~ /^(new|same)-session$/;
+for (@rest[0 .. $i - 1]) { /^([^=]+)=(.*)$/s or fail("not VAR=VALUE: $_"); $env{$1} = $2 }
 
 open my $exe, "<", "/proc/self/exe" or fail("/proc/self/exe: $!");
 read $exe, my $elf, 20;
@@ -38,25 +41,24 @@ my $a = $arch{$machine} or fail("unknown architecture $machine");
 syscall($a->{setsid}) if $how eq "new-session";
 syscall($a->{keyctl}, 1, 0) >= 0 or fail("cannot join a session keyring: $!");    # KEYCTL_JOIN_SESSION_KEYRING
 
-use constant {
-	LD => 0x20, JEQ => 0x15, JGE => 0x35, JSET => 0x45, RET => 0x06,
-	ALLOW => 0x7fff0000, EPERM => 0x00050001, ENOSYS => 0x00050026,
-	SUID_SGID => 06000, CREATING => 0100 | 020000000,    # O_CREAT | __O_TMPFILE
-};
+# BPF: ld, jeq, jge, jset, ret; seccomp return values; the mode bits refused, the open flags that create
+my ($LD, $JEQ, $JGE, $JSET, $RET) = (0x20, 0x15, 0x35, 0x45, 0x06);
+my ($ALLOW, $EPERM, $ENOSYS) = (0x7fff0000, 0x00050001, 0x00050026);
+my ($SUID_SGID, $CREATING) = (06000, 0100 | 020000000);    # O_CREAT | __O_TMPFILE
 sub arg { 16 + 8 * $_[0] }    # offset of the low word of args[N] in struct seccomp_data
 
 # the filter as labelled blocks; jumps name labels and are resolved below
 my @code = (
-	[LD, 4], [JEQ, $a->{audit}, 0, "nosys"], [LD, 0],
-	($a->{x32} ? ([JGE, 0x40000000, "nosys", 0]) : ()),
-	[JEQ, 437, "nosys", 0], [JEQ, 425, "nosys", 0],    # openat2, io_uring_setup
-	(map { [JEQ, $_, "mode$a->{mode}{$_}", 0] } sort keys %{ $a->{mode} }),
-	(map { [JEQ, $_, "open$_", 0] } sort keys %{ $a->{open} }),
-	[RET, ALLOW],
-	(map { ("mode$_:", [LD, arg($_)], [JSET, SUID_SGID, "eperm", 0], [RET, ALLOW]) } 1 .. 3),
-	(map { my ($f, $m) = @{ $a->{open}{$_} }; ("open$_:", [LD, arg($f)], [JSET, CREATING, 0, "allow"], [LD, arg($m)],
-			[JSET, SUID_SGID, "eperm", 0], [RET, ALLOW]) } sort keys %{ $a->{open} }),
-	"allow:", [RET, ALLOW], "eperm:", [RET, EPERM], "nosys:", [RET, ENOSYS],
+	[$LD, 4], [$JEQ, $a->{audit}, 0, "nosys"], [$LD, 0],
+	($a->{x32} ? ([$JGE, 0x40000000, "nosys", 0]) : ()),
+	[$JEQ, 437, "nosys", 0], [$JEQ, 425, "nosys", 0],    # openat2, io_uring_setup
+	(map { [$JEQ, $_, "mode$a->{mode}{$_}", 0] } sort keys %{ $a->{mode} }),
+	(map { [$JEQ, $_, "open$_", 0] } sort keys %{ $a->{open} }),
+	[$RET, $ALLOW],
+	(map { ("mode$_:", [$LD, arg($_)], [$JSET, $SUID_SGID, "eperm", 0], [$RET, $ALLOW]) } 1 .. 3),
+	(map { my ($f, $m) = @{ $a->{open}{$_} }; ("open$_:", [$LD, arg($f)], [$JSET, $CREATING, 0, "allow"], [$LD, arg($m)],
+			[$JSET, $SUID_SGID, "eperm", 0], [$RET, $ALLOW]) } sort keys %{ $a->{open} }),
+	"allow:", [$RET, $ALLOW], "eperm:", [$RET, $EPERM], "nosys:", [$RET, $ENOSYS],
 );
 my (%at, @insns);
 for (@code) { ref $_ ? push @insns, $_ : ($at{ s/:$//r } = scalar @insns) }
@@ -68,4 +70,6 @@ for my $i (0 .. $#insns) {
 }
 my $fprog = pack "S x6 Q", scalar @insns, unpack("Q", pack "p", $prog);
 syscall($a->{seccomp}, 1, 0, $fprog) == 0 or fail("cannot install the seccomp filter: $!");
-exec { $cmd[0] } @cmd or exit($!{ENOENT} ? 127 : 126);
+chdir $dir or fail("cannot change directory to $dir: $!");
+%ENV = %env;
+exec { $cmd[0] } @cmd or exit($! == 2 ? 127 : 126);    # ENOENT
