@@ -34,7 +34,7 @@ if t.TYPE_CHECKING:
 __all__ = [
     "shell", "shell_target", "run_in_env", "record_use", "ShellTarget",
     "create", "create_in", "list_envs", "list_in", "delete", "delete_all", "status", "provision", "open_backend",
-    "verify",
+    "verify", "verify_in",
 ]  # fmt: skip
 
 log = logging.getLogger("llimabox")
@@ -553,23 +553,27 @@ def verify(
     :return: one ``{"check", "ok", "detail"}`` per property, in a fixed order.
     :raises GuestScriptFailed: the battery could not run in the env.
     """
+    backend = open_backend(config, overrides, accept_host_key)
+    try:
+        return verify_in(backend, shell_target(backend, path if path is not None else os.getcwd()))
+    finally:
+        backend.close()
+
+
+def verify_in(backend: Backend, target: ShellTarget) -> list[dict[str, t.Any]]:
+    """:func:`verify` on an open backend, for the env of ``target``."""
     import json
     import tempfile
 
     from llimabox.backends.base import one_line
 
-    backend = open_backend(config, overrides, accept_host_key)
-    try:
-        target = shell_target(backend, path if path is not None else os.getcwd())
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, open(os.devnull, "rb") as null:
-            code = run_in_env(backend, target, ["python3", "-I", "-S", VERIFY_SCRIPT, target.project], environ={},
-                              stdin=null, stdout=out, stderr=err)
-            out.seek(0)
-            err.seek(0)
-            lines, problem = out.read().decode("utf-8", "replace").splitlines(), err.read()
-        record_use(backend, target, code)
-    finally:
-        backend.close()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, open(os.devnull, "rb") as null:
+        code = run_in_env(backend, target, ["python3", "-I", "-S", VERIFY_SCRIPT, target.project], environ={},
+                          stdin=null, stdout=out, stderr=err)
+        out.seek(0)
+        err.seek(0)
+        lines, problem = out.read().decode("utf-8", "replace").splitlines(), err.read()
+    record_use(backend, target, code)
     try:
         results = [json.loads(line) for line in lines]
     except ValueError:

@@ -94,6 +94,8 @@ def _guest_checks(backend: Backend) -> list[Check]:
         checks.append(Check("guest_scripts", True, f"version {have}"))
     checks.append(_sudoers_check(backend, fix))
     checks.append(_namespace_check(backend))
+    if checks[1].ok and checks[2].ok:
+        checks.append(_isolation_check(backend))
     return checks
 
 
@@ -123,6 +125,27 @@ def _namespace_check(backend: Backend) -> Check:
         return Check("namespaces", None, "cannot check without full sudo in the guest (the guest verbs will tell)")
     return Check("namespaces", False, f"cannot create namespaces: {_text(err)}",
                  "use a guest kernel with namespaces (Ubuntu 24.04 has them)")
+
+
+def _isolation_check(backend: Backend) -> Check:
+    """``llima-box verify`` in the env of the working directory, when it has one (doctor makes none)."""
+    from llimabox import api
+
+    try:
+        target = api.shell_target(backend, os.getcwd())
+    except LlimaBoxError:
+        target = None
+    if target is None or not target.known:
+        return Check("isolation", True, "no env for this directory to verify (llima-box verify PATH checks one)")
+    try:
+        results = api.verify_in(backend, target)
+    except LlimaBoxError as exc:
+        return Check("isolation", False, f"env {target.name}: {exc}", f"llima-box verify {target.project}")
+    failed = [r["check"] for r in results if not r["ok"]]
+    if failed:
+        return Check("isolation", False, f"env {target.name}: {', '.join(failed)} do not hold",
+                     f"llima-box verify {target.project} (each check's detail)")
+    return Check("isolation", True, f"env {target.name}: all {len(results)} checks of llima-box verify hold")
 
 
 def _state_check() -> Check:

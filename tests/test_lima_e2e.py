@@ -134,12 +134,19 @@ def test_vm_commands(fake: FakeLima) -> None:
 
 
 def test_doctor(fake: FakeLima) -> None:
-    assert fake.lb("shell", fake.project("doc"), "--", "true").returncode == 0
+    project = fake.project("doc")
+    assert fake.lb("shell", project, "--", "true").returncode == 0
+    r = subprocess.run([*fake.lb_argv, "doctor", "--json"], env=fake.env, cwd=project, capture_output=True,
+                       timeout=300, check=False)  # in the env's project: doctor runs llima-box verify there
+    isolation = next((c for c in json.loads(r.stdout)["checks"] if c["name"] == "isolation"), None)
+    assert isolation is not None, r
+    assert (r.returncode, isolation["ok"]) == (0, True) and "all 10 checks" in isolation["detail"], isolation
     r = fake.lb("doctor", "--json")
     report = json.loads(r.stdout)
     assert r.returncode == 0 and report["ok"] is True, report
     names = [c["name"] for c in report["checks"]]
-    assert names == ["backend", "limactl", "vm", "ssh", "guest_scripts", "sudoers", "namespaces", "state_db"]
+    assert names == ["backend", "limactl", "vm", "ssh", "guest_scripts", "sudoers", "namespaces", "isolation",
+                     "state_db"]
     assert report["checks"][1]["detail"] == "limactl 2.2.0"
 
     assert as_root(fake, "rm", "-f", "/etc/sudoers.d/llima-box").returncode == 0
