@@ -95,7 +95,7 @@ def test_list_reports_envs(guest, env_name, project):
 
 def test_delete_leaves_nothing_behind(guest, env_name, project):
     before = guest.sh("cat /etc/passwd /etc/group; ls /var/lib/llima-box/home /run/llima-box; "
-                      "grep -c . /proc/self/mountinfo; ps -e --no-headers -o args | grep -vc llimabox.mux").stdout
+                      "grep -c . /proc/self/mountinfo").stdout
     guest.sh(f"echo keep > {project}/keep")
     r = guest.enter(env_name, project, "sh", "-c", "sleep 300 >/dev/null 2>&1 & echo h > ~/h; touch made")
     assert r.returncode == 0
@@ -103,13 +103,15 @@ def test_delete_leaves_nothing_behind(guest, env_name, project):
     r = guest.guest_script("delete", env_name)
     assert r.returncode == 0
     after = guest.sh("cat /etc/passwd /etc/group; ls /var/lib/llima-box/home /run/llima-box; "
-                     "grep -c . /proc/self/mountinfo; ps -e --no-headers -o args | grep -vc llimabox.mux").stdout
-    # /run/llima-box/{locks,roots} come and go with any env; so does an idle mux of an earlier test (not counted)
+                     "grep -c . /proc/self/mountinfo").stdout
+    # /run/llima-box/{locks,roots} come and go with any env. Processes: none of the env's uid, no holder of it
+    # (a count of all processes also counts those of earlier tests that are still ending)
     def infrastructure_dropped(snapshot: str) -> str:
         return snapshot.replace("locks\n", "").replace("roots\n", "").replace("/run/llima-box:\n\n", "")
 
     assert infrastructure_dropped(after) == infrastructure_dropped(before)
     assert guest.run(["pgrep", "-u", uid]).returncode == 1
+    assert guest.run(["pgrep", "-f", f"holder.sh {env_name} "]).returncode == 1
     assert guest.sh(f"ls {project}").stdout.split() == ["keep", "made"]
     r = guest.guest_script("delete", env_name)
     assert r.returncode == 0 and "nothing to delete" in r.stderr
