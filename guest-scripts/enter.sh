@@ -44,12 +44,8 @@ check_path cwd "$cwd"
 run_dirs
 ensure_env "$name" "$project"
 pid=$HOLDER_PID
-mode="" uid="" gid="" cgroup=""
+mode="" uid="" gid=""
 read -r mode uid gid <"$LB_STATE/envs/$name/mode" || true
-read -r cgroup <"$LB_STATE/envs/$name/cgroup" || true
-if [[ $cgroup == /sys/fs/cgroup/* ]]; then # the entry joins the env's cgroup: its limits, not the session's
-	{ echo "$$" >"$cgroup/cgroup.procs"; } 2>/dev/null || true
-fi
 if [[ ! $uid =~ ^[0-9]+$ ]]; then # a holder started by guest scripts before version 6
 	if [[ $mode == shared-uid ]]; then
 		read -r uid gid < <(stat -c '%u %g' "$project")

@@ -123,7 +123,8 @@ def own_keyring(project):
 
 
 def own_cgroup(project):
-    with open("/proc/self/cgroup") as f:
+    """The env's holder (its PID 1, which every process of the env's namespaces needs) has a cgroup of its own."""
+    with open("/proc/1/cgroup") as f:
         line = next((x.strip() for x in f if x.startswith("0::")), "")
     name = os.uname().nodename
     if not line:
