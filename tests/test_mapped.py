@@ -8,6 +8,7 @@ import secrets
 import pytest
 
 from tests.guest import Guest
+from tests.test_isolation import inside
 
 #: Run by the project's owner outside the env: an abstract socket that reports its peer's uid (SO_PEERCRED).
 PEERCRED = """
@@ -47,10 +48,6 @@ def mapped_env(guest, env_name, overlay_project):
     assert guest.guest_script("create", env_name, overlay_project).returncode == 0
     yield env_name, overlay_project
     guest.guest_script("delete", env_name)
-
-
-def inside(guest: Guest, env: tuple[str, str], script: str):
-    return guest.enter(env[0], env[1], "sh", "-c", script)
 
 
 def test_idmap_refused_gives_mapped_mode_with_the_envs_own_uid(guest, mapped_env):
