@@ -20,6 +20,7 @@ import contextlib
 import grp
 import os
 import pwd
+import resource
 import shlex
 import shutil
 import signal
@@ -95,6 +96,18 @@ def check_prerequisites() -> None:
             raise VMUnavailable(
                 f"{tool} is missing: apt-get install qemu-system-x86 qemu-utils openssh-client (.ci/run does)"
             )
+
+
+def _raise_nofile() -> None:
+    """A high RLIMIT_NOFILE, as Lima's QEMU gets on macOS (its Go host agent raises the soft limit to the
+    hard one): 9p with cache=mmap keeps a host fd open per file the guest wrote until the guest evicts the
+    inode, so an untar of 20,000 files fails with EMFILE at a limit of 20,000 (measured). Raising the hard
+    limit needs CAP_SYS_RESOURCE, which the CI machines' root lacks."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, 1 << 20))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def free_port() -> int:
@@ -212,7 +225,7 @@ class VM:
     def _spawn(self, argv: list[str], log: str) -> subprocess.Popen:
         with open(self.dir / log, "wb") as out:
             p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+                                 start_new_session=True, preexec_fn=_raise_nofile)
         self.procs.append(p)
         return p
 
