@@ -17,7 +17,7 @@ import time
 SHARES = json.loads(sys.argv[1])
 OWNER, GROUP, NFILES = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 ENV = 200001  # an env's own uid and gid
-IDMAP = "/usr/local/libexec/llima-box/lib/idmap-mount.py"
+IDMAP = "/usr/local/libexec/llima-box/lib/project-mount.py"
 CAP_DAC_OVERRIDE, CAP_FOWNER = 1, 3
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -124,7 +124,7 @@ def run_as(argv, cwd, uid, gid, userns=False, caps=0):
 
 def idmap(path):
     dst = tempfile.mkdtemp(prefix="idmap.", dir="/run")
-    r = sh(["python3", IDMAP, path, dst, f"{OWNER}:{ENV}", f"{GROUP}:{ENV}"])
+    r = sh(["python3", IDMAP, path, dst, str(OWNER), "idmap", str(ENV), str(ENV)])
     if r.returncode == 0:
         seen = sh(["stat", "-c", "%u:%g", dst]).stdout.strip()
         sh(["umount", dst])
