@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -147,18 +148,27 @@ def test_interactive_shell(lb: LB, project: str) -> None:
     assert p.exitstatus == 3
 
 
-def test_agent_forwarding(lb: LB, project: str, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def agent_holding_a_key(lb: LB, tmp_path: Path, comment: str) -> t.Iterator[dict[str, str]]:
+    """An ssh-agent of this machine holding one new key (``comment``); yields lb's env with SSH_AUTH_SOCK set."""
     sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(50):
-            if sock.exists():
-                break
-            time.sleep(0.1)
-        key = tmp_path / "fwd"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fwd-test", "-f", str(key)], check=True)
-        env = {**lb.env, "SSH_AUTH_SOCK": str(sock)}
-        subprocess.run(["ssh-add", str(key)], env=env, check=True, capture_output=True)
+    with subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL) as agent:
+        try:
+            for _ in range(50):
+                if sock.exists():
+                    break
+                time.sleep(0.1)
+            key = tmp_path / comment
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)], check=True)
+            env = {**lb.env, "SSH_AUTH_SOCK": str(sock)}
+            subprocess.run(["ssh-add", str(key)], env=env, check=True, capture_output=True)
+            yield env
+        finally:
+            agent.terminate()
+
+
+def test_agent_forwarding(lb: LB, project: str, tmp_path: Path) -> None:
+    with agent_holding_a_key(lb, tmp_path, "fwd-test") as env:
         r = lb("shell", "-A", project, "--", "ssh-add", "-l", env=env)
         assert r.returncode == 0, r.stderr
         assert b"fwd-test" in r.stdout
@@ -166,9 +176,6 @@ def test_agent_forwarding(lb: LB, project: str, tmp_path: Path) -> None:
         assert (r.returncode, b"fwd-test" in r.stdout) == (0, True), r.stderr
         r = lb("shell", project, "--", "ssh-add", "-l", env=env)  # off by default
         assert r.returncode != 0 and b"fwd-test" not in r.stdout
-    finally:
-        agent.terminate()
-        agent.wait()
 
 
 #: Left in the env by an entry with -A: connects to the agent during the entry, asks it for its keys after it.
@@ -191,29 +198,16 @@ open(out, "wb").write(answer or b"closed")
 
 
 def test_the_agent_is_cut_when_the_entry_ends(lb: LB, guest: t.Any, project: str, tmp_path: Path) -> None:
-    sock = tmp_path / "agent.sock"
-    with subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL) as agent:
-        try:
-            for _ in range(50):
-                if sock.exists():
-                    break
-                time.sleep(0.1)
-            key = tmp_path / "keep"
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kept-key", "-f", str(key)],
-                           check=True)
-            env = {**lb.env, "SSH_AUTH_SOCK": str(sock)}
-            subprocess.run(["ssh-add", str(key)], env=env, check=True, capture_output=True)
-            out = f"{project}/agent-after-entry"
-            assert lb("shell", "-A", project, "--", "python3", "-c", AGENT_KEEPER, out, env=env).returncode == 0
-            for _ in range(100):
-                answer = guest.run(["cat", out], input=b"").stdout
-                if answer:
-                    break
-                time.sleep(0.1)
-            assert b"kept-key" not in answer
-            assert answer == b"closed" or answer.startswith((b"BrokenPipeError", b"ConnectionResetError")), answer
-        finally:
-            agent.terminate()
+    with agent_holding_a_key(lb, tmp_path, "kept-key") as env:
+        out = f"{project}/agent-after-entry"
+        assert lb("shell", "-A", project, "--", "python3", "-c", AGENT_KEEPER, out, env=env).returncode == 0
+        for _ in range(100):
+            answer = guest.run(["cat", out], input=b"").stdout
+            if answer:
+                break
+            time.sleep(0.1)
+        assert b"kept-key" not in answer
+        assert answer == b"closed" or answer.startswith((b"BrokenPipeError", b"ConnectionResetError")), answer
 
 
 def test_delete_all(lb: LB, guest: t.Any) -> None:
