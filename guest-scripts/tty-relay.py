@@ -106,7 +106,7 @@ def relay(master, pid, ttys):
             copy_size(ttys[0], master)
             done, status = os.waitpid(pid, os.WNOHANG)
             status = status if done else None
-        if master in readable and not copy_out(master, sink, 65536):
+        if master in readable and not copy_out(master, sink, 65536) and status is None:
             _, status = os.waitpid(pid, 0)  # no slave is open any more
         if source in readable:
             data = os.read(source, 65536)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pexpect
 import pytest
 
@@ -84,6 +86,23 @@ def test_terminal_size_resize_and_ctrl_c_pass_through(guest, env_name, project):
         child.expect(r"status=(\d+)")
         assert child.match.group(1) == "130", child.before
         assert "not-interrupted" not in child.before
+    finally:
+        child.close(force=True)
+    guest.guest_script("delete", env_name)
+
+
+def test_the_status_comes_back_when_the_end_and_the_hangup_are_seen_at_once(guest, env_name, project):
+    child = shell(guest, "alice")
+    try:
+        child.sendline(f"sudo -n {PREFIX}/enter {env_name} {project} -- sh -c 'echo $(echo st)arted; sleep 1; exit 7'"
+                       "; echo status=$?")
+        child.expect_exact("started")
+        # the relay sleeps through the command's end: SIGCHLD and the pty's hangup wait for it together
+        guest.run(["pkill", "-STOP", "-f", "lib/tty-relay.py"])
+        time.sleep(2)
+        guest.run(["pkill", "-CONT", "-f", "lib/tty-relay.py"])
+        child.expect(r"status=(\d+)")
+        assert child.match.group(1) == "7", child.before
     finally:
         child.close(force=True)
     guest.guest_script("delete", env_name)
