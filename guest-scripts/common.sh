@@ -12,7 +12,7 @@ readonly LB_RUN=/run/llima-box
 readonly LB_HOMES=$LB_STATE/home
 readonly LB_UID_MIN=200000
 readonly LB_UID_MAX=299999
-export HOLDER_PID= # set by holder_alive
+export HOLDER_PID='' HOLDER_START='' # set by holder_alive
 
 [[ ${LLIMA_DEBUG:-} == 1 ]] && set -x
 # shellcheck source=places.sh
@@ -212,10 +212,10 @@ next_uid() {
 	printf '%s' "$((last + 1))"
 }
 
-# holder_alive NAME: set HOLDER_PID when the env's holder process is running
+# holder_alive NAME: set HOLDER_PID (and HOLDER_START, its start time) when the env's holder process is running
 holder_alive() {
 	local pid start now stat f
-	HOLDER_PID=
+	HOLDER_PID='' HOLDER_START=''
 	[[ -r $LB_RUN/$1.holder ]] || return 1
 	read -r pid start <"$LB_RUN/$1.holder" || return 1
 	[[ $pid =~ ^[0-9]+$ && -r /proc/$pid/stat ]] || return 1
@@ -223,7 +223,7 @@ holder_alive() {
 	read -r -a f <<<"${stat##*) }"
 	now=${f[19]}
 	[[ $now == "$start" ]] || return 1
-	HOLDER_PID=$pid # read by the verbs
+	HOLDER_PID=$pid HOLDER_START=$start # read by the verbs
 }
 
 # ensure_env NAME PROJECT: make the env if missing, start its namespaces if gone (holds the

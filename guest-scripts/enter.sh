@@ -112,7 +112,7 @@ signal_descendants() { # signal_descendants SIG: send SIG to every process below
 		p=${todo[0]} todo=("${todo[@]:1}")
 		for c in ${children[$p]:-}; do
 			[[ $c == "$BASHPID" ]] && continue
-			kids=("$c" "${kids[@]}") todo+=("$c") # deepest first, nsenter last
+			kids=("$c" "${kids[@]}") todo+=("$c") # deepest first, entry.pl's waiting parent last
 		done
 	done
 	((${#kids[@]} == 0)) || kill "-$1" "${kids[@]}" 2>/dev/null || true
@@ -138,21 +138,21 @@ fi
 
 # CMD runs in a new session (when the caller has a terminal on any of fds 0-2, lib/tty-relay.py
 # makes it, with a pty of the env's own devpts relayed to the caller's and hung up at the end), and
-# lib/entry.pl, as the env's user, gives it a session keyring of its own and the seccomp filter that
-# refuses setuid and setgid bits.
+# lib/entry.pl starts it in the env's namespaces and cgroup, as the env's user with a session keyring
+# of its own and the seccomp filter that refuses setuid and setgid bits.
 run=() session=new-session
 for fd in 0 1 2; do
 	[[ -t $fd ]] && run=(python3 -I -S "$LB_LIB/tty-relay.py" "$pid" "$uid" "$gid" --) session=same-session && break
 done
-nsenter_argv=(
-	"${run[@]}" nsenter -t "$pid" -m -p -i -u --
-	setpriv --reuid "$uid" --regid "$gid" --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs --
-	perl "$LB_LIB/entry.pl" "$session" "$cwd" "HOME=/home/$name" "USER=$name" "LOGNAME=$name" SHELL=/bin/bash
+unset "${!PERL@}" # perl runs as root here: nothing of the caller's may reach it (PERL5OPT, PERL5LIB)
+entry_argv=(
+	"${run[@]}" perl "$LB_LIB/entry.pl" "$pid" "$HOLDER_START" "$name" "$uid" "$gid" "$session" "$cwd"
+	"HOME=/home/$name" "USER=$name" "LOGNAME=$name" SHELL=/bin/bash
 	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 	"TERM=$term" "LANG=$lang" "${extra[@]}" --
 )
 rc=0
-"${nsenter_argv[@]}" "$@" || rc=$?
+"${entry_argv[@]}" "$@" || rc=$?
 if [[ -n $watcher ]]; then
 	kill "$watcher" 2>/dev/null || true
 	wait "$watcher" 2>/dev/null || true

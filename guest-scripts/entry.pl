@@ -1,23 +1,31 @@
 #!/usr/bin/perl
-# The last step of every entry before CMD, run as the env's user (after setpriv, with no_new_privs):
-#   entry.pl new-session|same-session DIR VAR=VALUE... -- CMD ARG...
-# new-session: a new session (no terminal). Both: a session keyring of the entry's own (the caller's,
-# from sshd's pam_keyinit, would otherwise be the env's to read), and a seccomp filter that refuses
-# setuid and setgid bits (chmod and the file-creating calls, EPERM), openat2 and io_uring (whose modes
-# it cannot see; ENOSYS) and every call of another architecture (ENOSYS), so nothing in the env can
-# plant a setuid file in the project for other accounts to run. Then CMD runs in DIR with exactly
-# the environment VAR=VALUE... (as `env -i -C DIR`).
+# Every entry from the outside in, run as root by enter (or by lib/tty-relay.py):
+#   entry.pl HOLDER START NAME UID GID new-session|same-session DIR VAR=VALUE... -- CMD ARG...
+# Joins the namespaces of the env's holder (mount, PID, IPC, UTS: one setns on a pidfd, after checking
+# that the pid is still the holder started at START), starts CMD's process straight into the env's
+# cgroup (clone3 with CLONE_INTO_CGROUP: a write to cgroup.procs would wait for an RCU grace period,
+# 20 ms) and waits for it as nsenter does. The child becomes UID:GID with no groups, no capabilities
+# (bounding and inheritable sets emptied too) and no_new_privs; new-session: a new session (no
+# terminal). Then, as the env's user: a session keyring of the entry's own (the caller's, from sshd's
+# pam_keyinit, would otherwise be the env's to read), and a seccomp filter that refuses setuid and
+# setgid bits (chmod and the file-creating calls, EPERM), openat2 and io_uring (whose modes it cannot
+# see; ENOSYS) and every call of another architecture (ENOSYS), so nothing in the env can plant a
+# setuid file in the project for other accounts to run. Then CMD runs in DIR with exactly the
+# environment VAR=VALUE... (as `env -i -C DIR`).
 # In perl, which every Debian and Ubuntu system has (perl-base), because one exec of it is cheaper
-# than the setsid, keyctl, shell and env steps it replaces on the hot path; util-linux 2.38 cannot
-# load a seccomp filter. No modules (strict, warnings and constant cost more than the rest together).
+# than the nsenter, setpriv, setsid, keyctl, shell and env steps it replaces on the hot path;
+# util-linux 2.38 can neither load a seccomp filter nor start a process in a cgroup. No modules
+# (strict, warnings and constant cost more than the rest together). As root it only makes system
+# calls: nothing it reads or runs before it drops to UID is the env's.
 
 sub fail { print STDERR "llima-box-guest: $_[0]\n"; exit 125 }    # enter's own failure, as enter reports it
 
-my ($how, $dir, @rest) = @ARGV;
+my ($holder, $start, $name, $uid, $gid, $how, $dir, @rest) = @ARGV;
 my ($i, %env) = (0);
 $i++ while $i < @rest && $rest[$i] ne "--";
 my @cmd = @rest[$i + 1 .. $#rest];
-fail("usage: entry.pl new-session|same-session DIR VAR=VALUE... -- CMD...") unless @cmd && $how =~ /^(new|same)-session$/;
+fail("usage: entry.pl HOLDER START NAME UID GID new-session|same-session DIR VAR=VALUE... -- CMD...")
+	unless @cmd && $how =~ /^(new|same)-session$/ && "$holder $start $uid $gid" =~ /^[0-9]+ [0-9]+ [1-9][0-9]* [1-9][0-9]*$/;
 for (@rest[0 .. $i - 1]) { /^([^=]+)=(.*)$/s or fail("not VAR=VALUE: $_"); $env{$1} = $2 }
 
 open my $exe, "<", "/proc/self/exe" or fail("/proc/self/exe: $!");
@@ -27,17 +35,57 @@ my $machine = unpack "S", substr($elf, 18, 2);
 my %arch = (
 	62 => {    # x86_64
 		audit => 0xC000003E, setsid => 112, keyctl => 250, seccomp => 317, x32 => 1,
+		setns => 308, setgroups => 116, setresuid => 117, setresgid => 119, prctl => 157, capset => 126,
 		mode => { 90 => 1, 91 => 1, 268 => 2, 452 => 2, 85 => 1, 133 => 1, 259 => 2 },    # chmod fchmod fchmodat fchmodat2 creat mknod mknodat
 		open => { 2 => [1, 2], 257 => [2, 3] },                                                 # open openat: flags, mode
 	},
 	183 => {    # aarch64
 		audit => 0xC00000B7, setsid => 157, keyctl => 219, seccomp => 277, x32 => 0,
+		setns => 268, setgroups => 159, setresuid => 147, setresgid => 149, prctl => 167, capset => 91,
 		mode => { 52 => 1, 53 => 2, 452 => 2, 33 => 2 },    # fchmod fchmodat fchmodat2 mknodat
 		open => { 56 => [2, 3] },                           # openat
 	},
 );
 my $a = $arch{$machine} or fail("unknown architecture $machine");
+my ($PIDFD_OPEN, $CLONE3) = (434, 435);    # the same on every architecture
 
+my $pidfd = syscall($PIDFD_OPEN, $holder + 0, 0);
+$pidfd >= 0 or fail("env $name is not running");
+open my $stat, "<", "/proc/$holder/stat" or fail("env $name is not running");
+((split " ", (<$stat> =~ s/^.*\) //sr))[19] // "") eq $start or fail("env $name is not running");
+my $cgroup;    # the holder's cgroup when it is the env's own (older holders ran in the caller's)
+if (open my $of, "<", "/proc/$holder/cgroup") {
+	my ($path) = map { /^0::(\/.*)$/ ? $1 : () } <$of>;
+	if (defined $path && $path =~ m{/(llima-box\.slice/llima-box-\Q$name\E\.scope|llima-box/\Q$name\E)$}) {
+		open my $mounts, "<", "/proc/self/mounts" or fail("/proc/self/mounts: $!");
+		my ($top) = map { (split " ")[2] eq "cgroup2" ? (split " ")[1] : () } <$mounts>;
+		open $cgroup, "<", "$top$path" or fail("cannot open the env's cgroup $top$path: $!") if defined $top;
+	}
+}
+syscall($a->{setns}, $pidfd, 0x00020000 | 0x20000000 | 0x08000000 | 0x04000000) == 0    # mnt pid ipc uts
+	or fail("cannot join the namespaces of env $name: $!");
+# struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal (SIGCHLD), stack, stack_size,
+# tls, set_tid, set_tid_size, cgroup
+my $args = pack "Q11", ($cgroup ? 0x200000000 : 0), 0, 0, 0, 17, 0, 0, 0, 0, 0, ($cgroup ? fileno $cgroup : 0);
+my $child = syscall($CLONE3, $args, length $args);
+$child >= 0 or fail("cannot start a process in env $name: $!");
+if ($child) {    # as nsenter does: wait, stop when the child stops, end as it ended
+	$SIG{INT} = $SIG{QUIT} = "IGNORE";
+	while (waitpid($child, 2) == $child && ($? & 0xff) == 0x7f) { kill "STOP", $$; kill "CONT", $child }    # WUNTRACED
+	exit($? >> 8) unless $? & 127;
+	$SIG{INT} = $SIG{QUIT} = "DEFAULT";
+	kill $? & 127, $$;
+	exit(128 + ($? & 127));
+}
+close $cgroup if $cgroup;
+syscall($a->{setgroups}, 0, 0) == 0 && syscall($a->{setresgid}, $gid + 0, $gid + 0, $gid + 0) == 0
+	or fail("cannot become gid $gid: $!");
+for (my $cap = 0; syscall($a->{prctl}, 24, $cap, 0, 0, 0) == 0; $cap++) { }    # PR_CAPBSET_DROP up to the last
+$! == 22 or fail("cannot empty the capability bounding set: $!");                  # EINVAL: past the last one
+syscall($a->{setresuid}, $uid + 0, $uid + 0, $uid + 0) == 0 or fail("cannot become uid $uid: $!");
+my ($header, $caps) = (pack("LL", 0x20080522, 0), "\0" x 24);    # version 3, this process; none at all
+syscall($a->{capset}, $header, $caps) == 0 or fail("cannot drop the inheritable capabilities: $!");
+syscall($a->{prctl}, 38, 1, 0, 0, 0) == 0 or fail("cannot set no_new_privs: $!");    # PR_SET_NO_NEW_PRIVS
 syscall($a->{setsid}) if $how eq "new-session";
 syscall($a->{keyctl}, 1, 0) >= 0 or fail("cannot join a session keyring: $!");    # KEYCTL_JOIN_SESSION_KEYRING
 

@@ -5,7 +5,7 @@ usage: tty-relay.py HOLDER_PID ENV_UID ENV_GID -- ARGV...
 
 Opens a new pty in the env's devpts instance (through the holder's root), puts its slave in
 place of each of fds 0-2 that is a terminal, makes it the controlling terminal of a new
-session and runs ARGV (nsenter ... CMD) there. Meanwhile this
+session and runs ARGV (lib/entry.pl ... CMD) there. Meanwhile this
 process, no longer root, relays bytes between the caller's terminal (raw mode) and the pty and
 passes window sizes on. When ARGV ends it closes the pty, which hangs up whatever in the env still
 holds it: the env never gets the caller's terminal, so nothing left in it can read or inject what

@@ -123,13 +123,17 @@ def own_keyring(project):
 
 
 def own_cgroup(project):
-    """The env's holder (its PID 1, which every process of the env's namespaces needs) has a cgroup of its own."""
-    with open("/proc/1/cgroup") as f:
-        line = next((x.strip() for x in f if x.startswith("0::")), "")
+    """The env's holder (its PID 1, which every process of the env's namespaces needs) and this entry
+    are in the env's own cgroup."""
+    lines = set()
+    for pid in ("1", "self"):
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines.add(next((x.strip() for x in f if x.startswith("0::")), ""))
     name = os.uname().nodename
-    if not line:
+    if lines == {""}:
         return True, "no cgroup2 hierarchy in this guest"
-    return (f"llima-box-{name}.scope" in line or line.endswith(f"/llima-box/{name}")), line
+    line = lines.pop()
+    return (not lines and (line.endswith(f"/llima-box-{name}.scope") or line.endswith(f"/llima-box/{name}"))), line
 
 
 def writable_home_and_project(project):

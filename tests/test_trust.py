@@ -184,15 +184,20 @@ def test_a_root_under_var_holds_projects(guest, env_name):
 
 def test_an_env_lives_in_a_cgroup_of_its_own(guest, env_name, project):
     """Not in the session that started it (where logout would end it): llima-box/NAME of the cgroup2
-    hierarchy here (no systemd; the real-VM tier checks the systemd scope)."""
-    r = guest.enter(env_name, project, "sh", "-c", "cat /proc/1/cgroup")
+    hierarchy here (no systemd; the real-VM tier checks the systemd scope). Every entry starts there,
+    so what it leaves running stays in the env's cgroup too."""
+    r = guest.enter(env_name, project, "sh", "-c",
+                    "cat /proc/1/cgroup /proc/self/cgroup; (setsid sleep 987 </dev/null >/dev/null 2>&1 &)")
     try:
         assert r.returncode == 0
         row = listed(guest)[env_name]
         assert row["cgroup"].endswith(f"/llima-box/{env_name}")
         holder = guest.run(["cat", f"/run/llima-box/{env_name}.holder"]).stdout.split()[0]
         assert guest.run(["grep", "^0::", f"/proc/{holder}/cgroup"]).stdout == f"0::/llima-box/{env_name}\n"
-        assert f"0::/llima-box/{env_name}\n" in r.stdout  # seen from inside the env
+        assert r.stdout.count(f"0::/llima-box/{env_name}\n") == 2  # the holder's and the entry's, seen inside
+        daemon = guest.run(["pgrep", "-f", "^sleep 987$"]).stdout.split()
+        assert len(daemon) == 1
+        assert guest.run(["grep", "^0::", f"/proc/{daemon[0]}/cgroup"]).stdout == f"0::/llima-box/{env_name}\n"
     finally:
         assert guest.guest_script("delete", env_name).returncode == 0
     assert guest.run(["test", "-e", row["cgroup"]]).returncode == 1
