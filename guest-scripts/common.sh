@@ -301,12 +301,24 @@ destroy_env() {
 	rm -rf "$(env_dir "$name")" "$(env_dir "$name").new"
 	rm -f "$(holder_file "$name")" "$(holder_file "$name").new" "$LB_RUN/$name.log" "$LB_RUN/roots/$name.fifo"
 	rmdir "$LB_RUN/roots/$name" 2>/dev/null || true
+	drop_userns "$name"
+}
+
+userns_pin() { printf '%s/roots/%s.userns' "$LB_RUN" "$1"; }
+
+# drop_userns NAME: release the env's user namespace (lib/userns.py), if it has one
+drop_userns() {
+	local pin
+	pin=$(userns_pin "$1")
+	[[ -e $pin ]] || return 0
+	umount "$pin" 2>/dev/null || true
+	rm -f "$pin"
 }
 
 # start_holder NAME PROJECT OWNER: a new PID/mount/IPC/UTS namespace set whose PID 1 is
 # lib/holder.sh; returns 1 with LB_ERR set when it cannot start
 start_holder() {
-	local name=$1 project=$2 owner=$3 root log ready mode uid gid
+	local name=$1 project=$2 owner=$3 root log ready mode uid gid pin
 	conf_get mode PROJECT_MODE
 	root=$LB_RUN/roots/$name
 	log=$LB_RUN/$name.log
@@ -316,12 +328,18 @@ start_holder() {
 	rm -f "$root.fifo"
 	mkfifo -m 0600 "$root.fifo"
 	IFS=: read -r _ _ uid gid _ < <(getent passwd "$name")
+	pin=$(userns_pin "$name")
+	drop_userns "$name"
+	if [[ $mode == auto ]]; then # for the probe of project-mount.py; kept only in userns mode
+		python3 -I -S "$LB_LIB/userns.py" "$pin" "$uid" "$gid" "$owner" "$(stat -c %g -- "$project")" 2>>"$log" ||
+			pin=""
+	fi
 	cgroup_prepare "$name"
 	ready=$(
 		[[ -z $CG_DIR ]] || echo "$BASHPID" >"$CG_DIR/cgroup.procs"
 		exec "${CG_RUN[@]}" unshare --mount --pid --ipc --uts --propagation private -- \
 			"$LB_LIB/spawn-holder.sh" "$name" "$project" "$uid" "$gid" "$owner" \
-			"$root" "$(env_home "$name")" "$mode" \
+			"$root" "$(env_home "$name")" "$mode" "$pin" \
 			3>&1 >/dev/null 2>"$log" 9>&-
 	)
 	if [[ $ready != ready\ * ]]; then
@@ -330,6 +348,7 @@ start_holder() {
 	fi
 	local pid stat f holder
 	read -r _ pid mode <<<"$ready"
+	[[ $mode == userns\ * ]] || drop_userns "$name"
 	read -r stat <"/proc/$pid/stat"
 	read -r -a f <<<"${stat##*) }"
 	# the mode and cgroup first, the holder file last and atomically: what the unlocked fast path trusts

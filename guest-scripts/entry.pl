@@ -1,12 +1,14 @@
 #!/usr/bin/perl
 # Every entry from the outside in, run as root by enter (or by lib/tty-relay.py):
-#   entry.pl HOLDER START NAME UID GID new-session|same-session DIR VAR=VALUE... -- CMD ARG...
+#   entry.pl HOLDER START NAME UID GID USERNS|- new-session|same-session DIR VAR=VALUE... -- CMD ARG...
 # Joins the namespaces of the env's holder (mount, PID, IPC, UTS: one setns on a pidfd, after checking
 # that the pid is still the holder started at START), starts CMD's process straight into the env's
 # cgroup (clone3 with CLONE_INTO_CGROUP: a write to cgroup.procs would wait for an RCU grace period,
 # 20 ms) and waits for it as nsenter does. The child becomes UID:GID with no groups, no capabilities
-# (bounding and inheritable sets emptied too) and no_new_privs; new-session: a new session (no
-# terminal). Then, as the env's user: a session keyring of the entry's own (the caller's, from sshd's
+# (bounding and inheritable sets emptied too) and no_new_privs; with USERNS (an env whose share lets
+# the host decide ownership; lib/userns.py) it first joins that user namespace and keeps exactly
+# CAP_DAC_OVERRIDE and CAP_FOWNER there, ambient, which count only for files of the ids mapped in it
+# (the project owner's and its own). new-session: a new session (no terminal). Then, as the env's user: a session keyring of the entry's own (the caller's, from sshd's
 # pam_keyinit, would otherwise be the env's to read), and a seccomp filter that refuses setuid and
 # setgid bits (chmod and the file-creating calls, EPERM), openat2 and io_uring (whose modes it cannot
 # see; ENOSYS) and every call of another architecture (ENOSYS), so nothing in the env can plant a
@@ -20,11 +22,11 @@
 
 sub fail { print STDERR "llima-box-guest: $_[0]\n"; exit 125 }    # enter's own failure, as enter reports it
 
-my ($holder, $start, $name, $uid, $gid, $how, $dir, @rest) = @ARGV;
+my ($holder, $start, $name, $uid, $gid, $userns, $how, $dir, @rest) = @ARGV;
 my ($i, %env) = (0);
 $i++ while $i < @rest && $rest[$i] ne "--";
 my @cmd = @rest[$i + 1 .. $#rest];
-fail("usage: entry.pl HOLDER START NAME UID GID new-session|same-session DIR VAR=VALUE... -- CMD...")
+fail("usage: entry.pl HOLDER START NAME UID GID USERNS|- new-session|same-session DIR VAR=VALUE... -- CMD...")
 	unless @cmd && $how =~ /^(new|same)-session$/ && "$holder $start $uid $gid" =~ /^[0-9]+ [0-9]+ [1-9][0-9]* [1-9][0-9]*$/;
 for (@rest[0 .. $i - 1]) { /^([^=]+)=(.*)$/s or fail("not VAR=VALUE: $_"); $env{$1} = $2 }
 
@@ -62,6 +64,8 @@ if (open my $of, "<", "/proc/$holder/cgroup") {
 		open $cgroup, "<", "$top$path" or fail("cannot open the env's cgroup $top$path: $!") if defined $top;
 	}
 }
+my $ns;
+open $ns, "<", $userns or fail("cannot open the user namespace of env $name: $!") if $userns ne "-";
 syscall($a->{setns}, $pidfd, 0x00020000 | 0x20000000 | 0x08000000 | 0x04000000) == 0    # mnt pid ipc uts
 	or fail("cannot join the namespaces of env $name: $!");
 # struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal (SIGCHLD), stack, stack_size,
@@ -78,13 +82,19 @@ if ($child) {    # as nsenter does: wait, stop when the child stops, end as it e
 	exit(128 + ($? & 127));
 }
 close $cgroup if $cgroup;
+my $keep = $ns ? (1 << 1 | 1 << 3) : 0;    # CAP_DAC_OVERRIDE, CAP_FOWNER
+syscall($a->{setns}, fileno $ns, 0x10000000) == 0 or fail("cannot join the user namespace of env $name: $!") if $ns;
 syscall($a->{setgroups}, 0, 0) == 0 && syscall($a->{setresgid}, $gid + 0, $gid + 0, $gid + 0) == 0
 	or fail("cannot become gid $gid: $!");
-for (my $cap = 0; syscall($a->{prctl}, 24, $cap, 0, 0, 0) == 0; $cap++) { }    # PR_CAPBSET_DROP up to the last
-$! == 22 or fail("cannot empty the capability bounding set: $!");                  # EINVAL: past the last one
+for (my $cap = 0; $keep >> $cap & 1 || syscall($a->{prctl}, 24, $cap, 0, 0, 0) == 0; $cap++) { }    # PR_CAPBSET_DROP
+$! == 22 or fail("cannot empty the capability bounding set: $!");    # EINVAL: past the last one
+syscall($a->{prctl}, 8, 1, 0, 0, 0) == 0 or fail("cannot keep capabilities: $!") if $keep;    # PR_SET_KEEPCAPS
 syscall($a->{setresuid}, $uid + 0, $uid + 0, $uid + 0) == 0 or fail("cannot become uid $uid: $!");
-my ($header, $caps) = (pack("LL", 0x20080522, 0), "\0" x 24);    # version 3, this process; none at all
-syscall($a->{capset}, $header, $caps) == 0 or fail("cannot drop the inheritable capabilities: $!");
+my ($header, $caps) = (pack("LL", 0x20080522, 0), pack("L6", $keep, $keep, $keep, 0, 0, 0));    # v3: these or none
+syscall($a->{capset}, $header, $caps) == 0 or fail("cannot set the capabilities: $!");
+for my $cap (grep { $keep >> $_ & 1 } 0 .. 31) {    # PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE: kept across exec
+	syscall($a->{prctl}, 47, 2, $cap, 0, 0) == 0 or fail("cannot keep capability $cap: $!");
+}
 syscall($a->{prctl}, 38, 1, 0, 0, 0) == 0 or fail("cannot set no_new_privs: $!");    # PR_SET_NO_NEW_PRIVS
 syscall($a->{setsid}) if $how eq "new-session";
 syscall($a->{keyctl}, 1, 0) >= 0 or fail("cannot join a session keyring: $!");    # KEYCTL_JOIN_SESSION_KEYRING

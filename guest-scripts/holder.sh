@@ -5,7 +5,7 @@
 # SIGTERM ends it cleanly, and with it every process of the env.
 set -euo pipefail
 [[ ${LLIMA_DEBUG:-} == 1 ]] && set -x
-name=$1 project=$2 uid=$3 gid=$4 owner=$5 root=$6 home=$7 mode=${8:-auto}
+name=$1 project=$2 uid=$3 gid=$4 owner=$5 root=$6 home=$7 mode=${8:-auto} userns=${9:-}
 lib=${0%/*}
 
 read -r outer _ </proc/self/stat
@@ -63,7 +63,7 @@ mount --bind "$home" "home/$name"
 mount -o remount,bind,nosuid,nodev "home/$name"
 
 mkdir -p ".$project"
-mounted=$(python3 -I -S "$lib/project-mount.py" "$project" ".$project" "$owner" "$mode" "$uid" "$gid")
+mounted=$(python3 -I -S "$lib/project-mount.py" "$project" ".$project" "$owner" "$mode" "$uid" "$gid" ${userns:+"$userns"})
 
 mount -o remount,ro,nosuid,nodev "$root"
 pivot_root . .

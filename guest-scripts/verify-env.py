@@ -46,11 +46,22 @@ def own_uid(project):
     return True, f"uid {uid} ({name})"
 
 
+def own_user_namespace(project):
+    """Whether the env runs in a user namespace of its own that maps only its uid and the project owner's
+    (userns mode: CAP_DAC_OVERRIDE and CAP_FOWNER there reach only their files)."""
+    with open("/proc/self/uid_map") as f:
+        mapped = sorted(int(line.split()[1]) for line in f)
+    return mapped == sorted({os.getuid(), os.stat(project).st_uid}) and len(mapped) == 2
+
+
 def no_privileges(project):
     s = status()
     caps = {k: s.get(k, "?") for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
-    if any(int(v, 16) for v in caps.values()) or s.get("NoNewPrivs") != "1":
+    allowed = 0xA if own_user_namespace(project) else 0  # CAP_DAC_OVERRIDE | CAP_FOWNER in it
+    if any(int(v, 16) & ~allowed for v in caps.values()) or s.get("NoNewPrivs") != "1":
         return False, f"{caps}, NoNewPrivs {s.get('NoNewPrivs')}"
+    if allowed:
+        return True, "only CAP_DAC_OVERRIDE and CAP_FOWNER, in a user namespace mapping its uid and the owner's"
     return True, "no capabilities, no_new_privs"
 
 
@@ -65,6 +76,8 @@ def own_processes(project):
     with open("/proc/1/cmdline", "rb") as f:
         init = f.read().split(b"\0")
     others = uids - {"0", str(os.getuid())}
+    if own_user_namespace(project):
+        others.discard("65534")  # the holder (root, unmapped in the env's user namespace)
     if others or not init[1:2] or not init[1].endswith(b"/holder.sh"):
         return False, f"PID 1 {init[:2]}, other uids {sorted(others)}"
     return True, "own PID namespace (PID 1 is the env's holder)"
@@ -138,7 +151,9 @@ def own_cgroup(project):
 
 def writable_home_and_project(project):
     home = os.path.expanduser("~")
-    problems = [p for p in (home, project) if not os.access(p, os.W_OK) or os.stat(p).st_uid != os.getuid()]
+    owners = {os.getuid(), os.stat(project).st_uid} if own_user_namespace(project) else {os.getuid()}
+    problems = [p for p in (home, project)
+                if not os.access(p, os.W_OK, effective_ids=True) or os.stat(p).st_uid not in owners]
     return (not problems), (f"not its own to write: {problems}" if problems else "its home and project")
 
 

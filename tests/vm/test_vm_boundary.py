@@ -101,7 +101,7 @@ def test_an_env_using_up_its_inotify_instances_leaves_the_login_users(vm: VM, lb
         assert r.stdout == "True\n", r.stderr
     finally:
         hog.kill()
-        hog.wait()
+        hog.communicate()
 
 
 def test_processes_and_peer_credentials_are_the_envs_uid(vm: VM, lb: LB, project: Path) -> None:
@@ -122,7 +122,7 @@ def test_processes_and_peer_credentials_are_the_envs_uid(vm: VM, lb: LB, project
         assert owners == [str(uid)]  # counted against the env's uid (RLIMIT_NPROC), never the login user's
     finally:
         service.kill()
-        service.wait()
+        service.communicate()
 
 
 def test_the_env_outlives_every_session_of_the_login_user(vm: VM, lb: LB, project: Path) -> None:
