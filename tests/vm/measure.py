@@ -73,10 +73,12 @@ def report(res: dict) -> str:
         out.append("")
         if "speed" in data:
             sp = data["speed"]
-            out += ["| operation | direct (s) | bindfs (s) | bindfs speed vs direct |", "|---|---|---|---|"]
+            ways = [w for w in ("userns", "bindfs") if w in sp]
+            out += ["| operation | direct (s) | " + " | ".join(f"{w} (s) | {w} vs direct" for w in ways) + " |",
+                    "|---" * (2 + 2 * len(ways)) + "|"]
             for op, t in sp["direct"].items():
-                b = sp["bindfs"][op]
-                out.append(f"| {op} | {t:.2f} | {b:.2f} | {t / b:.2f}x |")
+                out.append(f"| {op} | {t:.2f} | " + " | ".join(f"{sp[w][op]:.2f} | {t / sp[w][op]:.2f}x" for w in ways)
+                           + " |")
             out.append("")
     return "\n".join(out)
 

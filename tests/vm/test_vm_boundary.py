@@ -132,12 +132,15 @@ def test_the_env_outlives_every_session_of_the_login_user(vm: VM, lb: LB, projec
     r = lb.shell(project, f"(setsid {in_env} </dev/null >/dev/null 2>&1 &); cat /proc/self/cgroup")
     assert r.returncode == 0, r.stderr
     assert "/llima-box.slice/" in r.stdout.decode(), r.stdout  # the entry itself
-    vm.ssh(f"(setsid {in_session} </dev/null >/dev/null 2>&1 &)")
-    vm.root(f"loginctl terminate-user {vm.user}", timeout=30)  # this session ends with it
-    deadline = time.monotonic() + 60
-    while vm.ssh(f"pgrep -fx '{in_session}'").returncode == 0 and time.monotonic() < deadline:
-        time.sleep(1)
-    assert vm.ssh(f"pgrep -fx '{in_session}'").returncode == 1  # what the sessions left is gone
+    with subprocess.Popen(vm.ssh_argv(in_session), stdin=subprocess.DEVNULL) as session:  # a live login session
+        deadline = time.monotonic() + 60
+        while vm.ssh(f"pgrep -fx '{in_session}'").returncode != 0 and time.monotonic() < deadline:
+            time.sleep(1)
+        r = vm.ssh(f"cat /proc/$(pgrep -fx '{in_session}')/cgroup")
+        assert "/session-" in r.stdout, r.stdout + r.stderr  # a logind session's scope, which the next line ends
+        vm.root(f"loginctl terminate-user {vm.user}", timeout=30)  # this session ends with it too
+        session.wait(timeout=60)
+    assert vm.ssh(f"pgrep -fx '{in_session}'").returncode == 1  # the session's processes are gone
     r = lb.shell(project, f"pgrep -fx '{in_env}' >/dev/null && echo alive")
     assert (r.returncode, r.stdout) == (0, b"alive\n"), r.stderr
 
