@@ -19,18 +19,30 @@ cgroup_hierarchy() {
 # CG_DIR (a directory the command must join itself; "" with systemd or without cgroup2)
 cgroup_prepare() {
 	local hierarchy
+	# shellcheck source=limits.sh
+	source "$LB_LIB/limits.sh"
 	# shellcheck disable=SC2034 # both are read by start_holder
 	CG_RUN=() CG_DIR=""
 	if [[ -d /run/systemd/system ]] && command -v systemd-run >/dev/null; then
 		systemctl stop "llima-box-$1.scope" 2>/dev/null || true # left by a holder killed before
+		limits_properties "$1"
 		# shellcheck disable=SC2034 # read by start_holder
-		CG_RUN=(systemd-run --scope --quiet --collect --slice=llima-box "--unit=llima-box-$1" -p Delegate=yes --)
+		CG_RUN=(systemd-run --scope --quiet --collect --slice=llima-box "--unit=llima-box-$1" -p Delegate=yes
+			"${LIMIT_PROPS[@]}" --)
 		return 0
 	fi
 	hierarchy=$(cgroup_hierarchy)
 	[[ -n $hierarchy ]] || return 0
 	CG_DIR=$hierarchy/llima-box/$1
 	mkdir -p "$CG_DIR" 2>/dev/null || CG_DIR=""
+	[[ -z $CG_DIR ]] || limits_write "$1" "$CG_DIR"
+}
+
+# cgroup_of_env NAME: print the cgroup directory recorded for the env ("" when none)
+cgroup_of_env() {
+	local dir=""
+	[[ -r $(env_dir "$1")/cgroup ]] && read -r dir <"$(env_dir "$1")/cgroup"
+	printf '%s' "$dir"
 }
 
 # cgroup_of PID: print the full path of the cgroup2 group of PID ("" when there is none)

@@ -269,6 +269,7 @@ make_env() {
 	rm -rf "$dir.new"
 	install -d -m 0700 "$dir.new"
 	printf '%s\n' "$project" >"$dir.new/project"
+	[[ -z ${LB_LIMITS:-} ]] || printf '%s\n' "$LB_LIMITS" >"$dir.new/limits" # create's --memory, --pids, --cpus
 	printf '%s\n' "$owner" >"$dir.new/owner"
 	date -u +%Y-%m-%dT%H:%M:%SZ >"$dir.new/created"
 	account_whole "$name" || remove_account "$name"
@@ -328,6 +329,9 @@ start_holder() {
 	rm -f "$root.fifo"
 	mkfifo -m 0600 "$root.fifo"
 	IFS=: read -r _ _ uid gid _ < <(getent passwd "$name")
+	# shellcheck source=limits.sh
+	source "$LB_LIB/limits.sh"
+	effective_limits "$name"
 	pin=$(userns_pin "$name")
 	drop_userns "$name"
 	if [[ $mode == auto ]]; then # for the probe of project-mount.py; kept only in userns mode
@@ -339,7 +343,7 @@ start_holder() {
 		[[ -z $CG_DIR ]] || echo "$BASHPID" >"$CG_DIR/cgroup.procs"
 		exec "${CG_RUN[@]}" unshare --mount --pid --ipc --uts --propagation private -- \
 			"$LB_LIB/spawn-holder.sh" "$name" "$project" "$uid" "$gid" "$owner" \
-			"$root" "$(env_home "$name")" "$mode" "$pin" \
+			"$root" "$(env_home "$name")" "$mode" "$pin" "$((MEMORY_MAX / 4))" \
 			3>&1 >/dev/null 2>"$log" 9>&-
 	)
 	if [[ $ready != ready\ * ]]; then

@@ -5,7 +5,7 @@
 # SIGTERM ends it cleanly, and with it every process of the env.
 set -euo pipefail
 [[ ${LLIMA_DEBUG:-} == 1 ]] && set -x
-name=$1 project=$2 uid=$3 gid=$4 owner=$5 root=$6 home=$7 mode=${8:-auto} userns=${9:-}
+name=$1 project=$2 uid=$3 gid=$4 owner=$5 root=$6 home=$7 mode=${8:-auto} userns=${9:-} scratch=${10:-50%}
 lib=${0%/*}
 
 read -r outer _ </proc/self/stat
@@ -33,8 +33,8 @@ done
 
 mkdir -m 0755 dev proc sys run var home
 mkdir -m 1777 tmp var/tmp
-mount -t tmpfs -o mode=1777,nosuid,nodev,size=50% llima-tmp tmp
-mount -t tmpfs -o mode=1777,nosuid,nodev,size=50% llima-vartmp var/tmp
+mount -t tmpfs -o "mode=1777,nosuid,nodev,size=$scratch" llima-tmp tmp # each a quarter of the env's memory
+mount -t tmpfs -o "mode=1777,nosuid,nodev,size=$scratch" llima-vartmp var/tmp
 mount -t tmpfs -o mode=0755,nosuid,nodev,size=16m llima-run run
 if [[ -d /run/systemd/resolve ]]; then
 	mkdir -p run/systemd/resolve
@@ -48,7 +48,7 @@ for n in null zero full random urandom tty; do
 done
 mkdir dev/pts dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,nosuid,noexec devpts dev/pts
-mount -t tmpfs -o mode=1777,nosuid,nodev llima-shm dev/shm
+mount -t tmpfs -o "mode=1777,nosuid,nodev,size=$scratch" llima-shm dev/shm
 ln -s pts/ptmx dev/ptmx
 ln -s /proc/self/fd dev/fd
 ln -s /proc/self/fd/0 dev/stdin

@@ -67,6 +67,24 @@ def owner_of(path, project):
         return None
 
 
+def limits(path, cgroup):
+    """What holds in the env's cgroup ({"memory": bytes, "pids": n, "cpus": n}, None: no limit there),
+    "enforced" False where the guest has none of these controllers (or the env is not running): then
+    the recorded values (None: the default)."""
+    held = {key: first_line(f"{cgroup}/{name}") if cgroup else "" for key, name in
+            (("memory", "memory.max"), ("pids", "pids.max"), ("cpus", "cpu.max"))}
+    if any(held.values()):
+        quota, _, period = held["cpus"].partition(" ")
+        return {"memory": int(held["memory"]) if held["memory"].isdigit() else None,
+                "pids": int(held["pids"]) if held["pids"].isdigit() else None,
+                "cpus": round(int(quota) / int(period), 2) if quota.isdigit() and period.isdigit() else None,
+                "enforced": True}
+    recorded = (first_line(f"{path}/limits").split() + ["0"] * 3)[:3]
+    memory, pids = (int(v) if v.isdigit() and v != "0" else None for v in recorded[:2])
+    cpus = float(recorded[2]) if recorded[2].replace(".", "", 1).isdigit() and float(recorded[2]) else None
+    return {"memory": memory, "pids": pids, "cpus": cpus, "enforced": False}
+
+
 def main(state, run, only=""):
     known = uids()
     lines = []
@@ -85,6 +103,7 @@ def main(state, run, only=""):
             "mode": first_line(f"{path}/mode").partition(" ")[0],
             "cgroup": first_line(f"{path}/cgroup"),
         }
+        row["limits"] = limits(path, row["cgroup"] if row["alive"] else "")
         lines.append(json.dumps(row, separators=(",", ":")) + "\n")
     sys.stdout.write("".join(lines))
 

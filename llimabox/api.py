@@ -223,6 +223,9 @@ def shell(
     backend = open_backend(config, overrides, accept_host_key)
     try:
         target = shell_target(backend, path if path is not None else os.getcwd())
+        limits = [] if target.known else limit_args(config.env_memory, config.env_pids, config.env_cpus)
+        if limits:  # a new env with the config's limits: made by create first (one more round trip, once)
+            backend.check_verb("create", target.name, target.project, *limits)
         if pty is None:
             pty = _isatty(stdin, sys.stdin) and _isatty(stdout, sys.stdout)
         code = run_in_env(
@@ -286,26 +289,50 @@ def _ensure_current(backend: Backend) -> int | None:
     return backend.guest_version()
 
 
+def limit_args(memory: str | None = None, pids: int | None = None, cpus: float | None = None) -> list[str]:
+    """The guest's ``create`` options for an env's limits (those given)."""
+    args = []
+    if memory is not None:
+        args += ["--memory", str(memory).strip()]
+    if pids is not None:
+        args += ["--pids", str(pids)]
+    if cpus is not None:
+        args += ["--cpus", f"{round(cpus, 2):g}"]
+    return args
+
+
 def create(
     path: str | os.PathLike[str] | None = None,
     *,
     config: Config | None = None,
     overrides: Overrides | None = None,
     accept_host_key: bool = False,
+    memory: str | None = None,
+    pids: int | None = None,
+    cpus: float | None = None,
 ) -> str:
     """Create the env of ``path`` (default: the working directory) and return its name.
 
-    Creating an env that exists already succeeds.
+    Creating an env that exists already succeeds; limits given then apply to it at once (the sizes of
+    its /tmp, /var/tmp and /dev/shm at its next start). Limits not given keep their values, or for a
+    new env come from the config (``env_memory``, ``env_pids``, ``env_cpus``) or the guest's defaults.
     """
+    if config is None:
+        from llimabox.config import load_config
+
+        config = load_config(os.environ, overrides)
     backend = open_backend(config, overrides, accept_host_key)
     try:
-        return create_in(backend, path if path is not None else os.getcwd())
+        defaults = limit_args(config.env_memory, config.env_pids, config.env_cpus)
+        return create_in(backend, path if path is not None else os.getcwd(), limit_args(memory, pids, cpus), defaults)
     finally:
         backend.close()
 
 
-def create_in(backend: Backend, path: str | os.PathLike[str]) -> str:
-    """:func:`create` on an open backend."""
+def create_in(backend: Backend, path: str | os.PathLike[str], limits: t.Sequence[str] = (),
+              new_limits: t.Sequence[str] = ()) -> str:
+    """:func:`create` on an open backend: ``limits`` (``create`` options) apply to the env whether new or
+    not, ``new_limits`` (the config's) to a new one."""
     project = _project(backend, path)
     name = names.env_name(project)
     version = _ensure_current(backend)
@@ -313,7 +340,9 @@ def create_in(backend: Backend, path: str | os.PathLike[str]) -> str:
     try:
         store.touch(name)  # a state database we cannot write fails before the guest changes
         with store.changing_envs():
-            backend.check_verb("create", name, project)
+            if not limits and new_limits and store.get(name) is None:
+                limits = new_limits
+            backend.check_verb("create", name, project, *limits)
             _upsert(store, backend, name, project, version)
     finally:
         store.close()
@@ -351,6 +380,8 @@ def _reconcile(backend: Backend, live: list[guest.GuestEnv], records: t.Sequence
                 "guest": backend.identity,
                 "created_at": _iso(rec.created_at) if rec is not None else (env.created if env else None),
                 "last_used_at": _iso(rec.last_used_at) if rec is not None else None,
+                "mode": env.mode if env is not None and env.mode else None,
+                "limits": env.limits if env is not None else None,
             }
         )
     return rows
@@ -362,7 +393,9 @@ def list_envs(
     """List the envs of the configured guest, reconciling the guest's view with the state database.
 
     Each row: ``name``, ``project``, ``status`` (``running``, ``stopped``, ``missing-in-guest`` or
-    ``unknown-to-database``), ``backend``, ``guest``, ``created_at``, ``last_used_at``.
+    ``unknown-to-database``), ``backend``, ``guest``, ``created_at``, ``last_used_at``, ``mode`` (how the
+    project is mounted: ``idmap``, ``userns``, ``mapped``, ``shared-uid``) and ``limits`` (``memory``,
+    ``pids``, ``cpus``, ``enforced``; see the guest's ``list``).
     """
     backend = open_backend(config, overrides, accept_host_key)
     try:

@@ -19,6 +19,9 @@ FIELDS: list[tuple[str, type, object, str]] = [
     ("known_hosts", str, "~/.ssh/known_hosts", "ssh backend: where host keys are checked and pinned"),
     ("forward_agent", bool, False, "forward the SSH agent into the env (like -A)"),
     ("connect_timeout", float, 10.0, "seconds to wait for the guest's SSH port"),
+    ("env_memory", str, None, "memory of each new env, e.g. 4G (default: 3/4 of the guest's; no swap)"),
+    ("env_pids", int, None, "processes and threads of each new env (default: 4096)"),
+    ("env_cpus", float, None, "CPUs each new env may use at most, e.g. 1.5 (default: no cap, an equal share)"),
     ("vm_name", str, "llima-box", "lima backend: the VM instance name"),
     ("lima_config", str, None, "lima backend: your own lima.yaml instead of the embedded one"),
     ("sudo", bool, True, "run the guest scripts through sudo -n (unless the guest user is root)"),
@@ -62,6 +65,9 @@ class Config:
     known_hosts: str = "~/.ssh/known_hosts"
     forward_agent: bool = False
     connect_timeout: float = 10.0
+    env_memory: str | None = None
+    env_pids: int | None = None
+    env_cpus: float | None = None
     vm_name: str = "llima-box"
     lima_config: str | None = None
     sudo: bool = True

@@ -61,6 +61,7 @@ class GuestEnv:
     created: str
     mode: str
     owner: int | None = None
+    limits: dict[str, t.Any] | None = None
 
 
 def verb_argv(verb: str, *args: str, sudo: bool) -> list[str]:
@@ -130,6 +131,7 @@ def parse_list(stdout: bytes) -> list[GuestEnv]:
                     created=str(obj.get("created", "")),
                     mode=str(obj.get("mode", "")),
                     owner=int(owner) if owner is not None else None,
+                    limits=obj["limits"] if isinstance(obj.get("limits"), dict) else None,
                 )
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -16,6 +16,8 @@ import time
 
 SHARES = json.loads(sys.argv[1])
 OWNER, GROUP, NFILES = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+WAYS = sys.argv[5].split(",") if len(sys.argv) > 5 else ["userns", "bindfs"]  # measured against direct
+ROUNDS = int(sys.argv[6]) if len(sys.argv) > 6 else 1
 ENV = 200001  # an env's own uid and gid
 IDMAP = "/usr/local/libexec/llima-box/lib/project-mount.py"
 CAP_DAC_OVERRIDE, CAP_FOWNER = 1, 3
@@ -235,17 +237,25 @@ def speed(workdir, uid, gid, tar, **how):
 def speeds(share, tar):
     d = os.path.join(share["path"], "speed")
     prepare(d)
-    direct = speed(d, OWNER, GROUP, tar)
-    result = {"direct": direct}
-    try:  # userns mode: the share itself, as the env's uid with CAP_DAC_OVERRIDE and CAP_FOWNER in its namespace
-        result["userns"] = speed(d, ENV, ENV, tar, userns=True, caps=1 << CAP_DAC_OVERRIDE | 1 << CAP_FOWNER)
-    except RuntimeError:  # the share lets the caller's uid own new files: userns mode is not chosen there
-        sh(["rm", "-rf", os.path.join(d, "speedtree"), os.path.join(d, "big")])
-    mnt = bindfs_mount(d)
-    try:
-        result["bindfs"] = speed(mnt, ENV, ENV, tar)
-    finally:
-        bindfs_umount(mnt)
+    result = {}
+
+    def add(way, times):
+        for op, seconds in times.items():  # the best of the rounds: the least disturbed
+            result.setdefault(way, {})[op] = min(seconds, result.get(way, {}).get(op, seconds))
+
+    for _ in range(ROUNDS):
+        add("direct", speed(d, OWNER, GROUP, tar))
+        if "userns" in WAYS:
+            try:  # userns mode: the share itself, as the env's uid with CAP_DAC_OVERRIDE, CAP_FOWNER in its namespace
+                add("userns", speed(d, ENV, ENV, tar, userns=True, caps=1 << CAP_DAC_OVERRIDE | 1 << CAP_FOWNER))
+            except RuntimeError:  # the share lets the caller's uid own new files: userns mode is not chosen there
+                sh(["rm", "-rf", os.path.join(d, "speedtree"), os.path.join(d, "big")])
+        if "bindfs" in WAYS:
+            mnt = bindfs_mount(d)
+            try:
+                add("bindfs", speed(mnt, ENV, ENV, tar))
+            finally:
+                bindfs_umount(mnt)
     shutil.rmtree(d, ignore_errors=True)
     return result
 
