@@ -144,6 +144,9 @@ run=() session=new-session
 for fd in 0 1 2; do
 	[[ -t $fd ]] && run=(python3 -I -S "$LB_LIB/tty-relay.py" "$pid" "$uid" "$gid" --) session=same-session && break
 done
+cgroup="" # the holder's, recorded by start_holder ("" when the guest has no cgroup2 hierarchy)
+read -r cgroup 2>/dev/null <"$LB_STATE/envs/$name/cgroup" || true
+[[ -n $cgroup ]] || cgroup=-
 userns=-
 if [[ $mode == userns ]]; then # the project is its owner's: git must not refuse it as someone else's
 	userns=$LB_RUN/roots/$name.userns
@@ -151,7 +154,8 @@ if [[ $mode == userns ]]; then # the project is its owner's: git must not refuse
 fi
 unset "${!PERL@}" # perl runs as root here: nothing of the caller's may reach it (PERL5OPT, PERL5LIB)
 entry_argv=(
-	"${run[@]}" perl "$LB_LIB/entry.pl" "$pid" "$HOLDER_START" "$name" "$uid" "$gid" "$userns" "$session" "$cwd"
+	"${run[@]}" perl "$LB_LIB/entry.pl" "$pid" "$HOLDER_START" "$name" "$cgroup" "$uid" "$gid" "$userns" "$session"
+	"$cwd"
 	"HOME=/home/$name" "USER=$name" "LOGNAME=$name" SHELL=/bin/bash
 	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 	"TERM=$term" "LANG=$lang" "${extra[@]}" --

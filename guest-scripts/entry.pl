@@ -1,9 +1,9 @@
 #!/usr/bin/perl
 # Every entry from the outside in, run as root by enter (or by lib/tty-relay.py):
-#   entry.pl HOLDER START NAME UID GID USERNS|- new-session|same-session DIR VAR=VALUE... -- CMD ARG...
+#   entry.pl HOLDER START NAME CGROUP|- UID GID USERNS|- new-session|same-session DIR VAR=VALUE... -- CMD ARG...
 # Joins the namespaces of the env's holder (mount, PID, IPC, UTS: one setns on a pidfd, after checking
 # that the pid is still the holder started at START), starts CMD's process straight into the env's
-# cgroup (clone3 with CLONE_INTO_CGROUP: a write to cgroup.procs would wait for an RCU grace period,
+# cgroup CGROUP, the directory start_holder recorded (clone3 with CLONE_INTO_CGROUP: a write to cgroup.procs would wait for an RCU grace period,
 # 20 ms) and waits for it as nsenter does. The child becomes UID:GID with no groups, no capabilities
 # (bounding and inheritable sets emptied too) and no_new_privs; with USERNS (an env whose share lets
 # the host decide ownership; lib/userns.py) it first joins that user namespace and keeps exactly
@@ -22,11 +22,11 @@
 
 sub fail { print STDERR "llima-box-guest: $_[0]\n"; exit 125 }    # enter's own failure, as enter reports it
 
-my ($holder, $start, $name, $uid, $gid, $userns, $how, $dir, @rest) = @ARGV;
+my ($holder, $start, $name, $cgdir, $uid, $gid, $userns, $how, $dir, @rest) = @ARGV;
 my ($i, %env) = (0);
 $i++ while $i < @rest && $rest[$i] ne "--";
 my @cmd = @rest[$i + 1 .. $#rest];
-fail("usage: entry.pl HOLDER START NAME UID GID USERNS|- new-session|same-session DIR VAR=VALUE... -- CMD...")
+fail("usage: entry.pl HOLDER START NAME CGROUP|- UID GID USERNS|- new-session|same-session DIR VAR=VALUE... -- CMD...")
 	unless @cmd && $how =~ /^(new|same)-session$/ && "$holder $start $uid $gid" =~ /^[0-9]+ [0-9]+ [1-9][0-9]* [1-9][0-9]*$/;
 for (@rest[0 .. $i - 1]) { /^([^=]+)=(.*)$/s or fail("not VAR=VALUE: $_"); $env{$1} = $2 }
 
@@ -55,15 +55,8 @@ my $pidfd = syscall($PIDFD_OPEN, $holder + 0, 0);
 $pidfd >= 0 or fail("env $name is not running");
 open my $stat, "<", "/proc/$holder/stat" or fail("env $name is not running");
 ((split " ", (<$stat> =~ s/^.*\) //sr))[19] // "") eq $start or fail("env $name is not running");
-my $cgroup;    # the holder's cgroup when it is the env's own (older holders ran in the caller's)
-if (open my $of, "<", "/proc/$holder/cgroup") {
-	my ($path) = map { /^0::(\/.*)$/ ? $1 : () } <$of>;
-	if (defined $path && $path =~ m{/(llima-box\.slice/llima-box-\Q$name\E\.scope|llima-box/\Q$name\E)$}) {
-		open my $mounts, "<", "/proc/self/mounts" or fail("/proc/self/mounts: $!");
-		my ($top) = map { (split " ")[2] eq "cgroup2" ? (split " ")[1] : () } <$mounts>;
-		open $cgroup, "<", "$top$path" or fail("cannot open the env's cgroup $top$path: $!") if defined $top;
-	}
-}
+my $cgroup;
+open $cgroup, "<", $cgdir or fail("cannot open the cgroup of env $name: $!") if $cgdir ne "-";
 my $ns;
 open $ns, "<", $userns or fail("cannot open the user namespace of env $name: $!") if $userns ne "-";
 syscall($a->{setns}, $pidfd, 0x00020000 | 0x20000000 | 0x08000000 | 0x04000000) == 0    # mnt pid ipc uts
