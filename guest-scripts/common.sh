@@ -270,6 +270,7 @@ make_env() {
 	install -d -m 0700 "$dir.new"
 	printf '%s\n' "$project" >"$dir.new/project"
 	[[ -z ${LB_LIMITS:-} ]] || printf '%s\n' "$LB_LIMITS" >"$dir.new/limits" # create's --memory, --pids, --cpus
+	[[ ${LB_NETWORK:-shared} == shared ]] || printf '%s\n' "$LB_NETWORK" >"$dir.new/network" # create's --network
 	printf '%s\n' "$owner" >"$dir.new/owner"
 	date -u +%Y-%m-%dT%H:%M:%SZ >"$dir.new/created"
 	account_whole "$name" || remove_account "$name"
@@ -307,6 +308,13 @@ destroy_env() {
 
 userns_pin() { printf '%s/roots/%s.userns' "$LB_RUN" "$1"; }
 
+# env_network NAME: print the env's network mode (shared unless it was made otherwise)
+env_network() {
+	local mode=shared
+	[[ -r $(env_dir "$1")/network ]] && read -r mode <"$(env_dir "$1")/network"
+	printf '%s' "${mode:-shared}"
+}
+
 # drop_userns NAME: release the env's user namespace (lib/userns.py), if it has one
 drop_userns() {
 	local pin
@@ -319,7 +327,7 @@ drop_userns() {
 # start_holder NAME PROJECT OWNER: a new PID/mount/IPC/UTS namespace set whose PID 1 is
 # lib/holder.sh; returns 1 with LB_ERR set when it cannot start
 start_holder() {
-	local name=$1 project=$2 owner=$3 root log ready mode uid gid pin
+	local name=$1 project=$2 owner=$3 root log ready mode uid gid pin net
 	conf_get mode PROJECT_MODE
 	root=$LB_RUN/roots/$name
 	log=$LB_RUN/$name.log
@@ -332,6 +340,8 @@ start_holder() {
 	# shellcheck source=limits.sh
 	source "$LB_LIB/limits.sh"
 	effective_limits "$name"
+	net=()
+	[[ $(env_network "$name") == shared ]] || net=(--net) # offline: loopback only (holder.sh brings it up)
 	pin=$(userns_pin "$name")
 	drop_userns "$name"
 	if [[ $mode == auto ]]; then # for the probe of project-mount.py; kept only in userns mode
@@ -341,9 +351,9 @@ start_holder() {
 	cgroup_prepare "$name"
 	ready=$(
 		[[ -z $CG_DIR ]] || echo "$BASHPID" >"$CG_DIR/cgroup.procs"
-		exec "${CG_RUN[@]}" unshare --mount --pid --ipc --uts --propagation private -- \
+		exec "${CG_RUN[@]}" unshare --mount --pid --ipc --uts "${net[@]}" --propagation private -- \
 			"$LB_LIB/spawn-holder.sh" "$name" "$project" "$uid" "$gid" "$owner" \
-			"$root" "$(env_home "$name")" "$mode" "$pin" "$((MEMORY_MAX / 4))" \
+			"$root" "$(env_home "$name")" "$mode" "$pin" "$((MEMORY_MAX / 4))" "$(env_network "$name")" \
 			3>&1 >/dev/null 2>"$log" 9>&-
 	)
 	if [[ $ready != ready\ * ]]; then

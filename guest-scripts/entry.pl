@@ -1,14 +1,15 @@
 #!/usr/bin/perl
 # Every entry from the outside in, run as root by enter (or by lib/tty-relay.py):
 #   entry.pl HOLDER START NAME CGROUP|- UID GID USERNS|- new-session|same-session DIR VAR=VALUE... -- CMD ARG...
-# Joins the namespaces of the env's holder (mount, PID, IPC, UTS: one setns on a pidfd, after checking
-# that the pid is still the holder started at START), starts CMD's process straight into the env's
-# cgroup CGROUP, the directory start_holder recorded (clone3 with CLONE_INTO_CGROUP: a write to cgroup.procs would wait for an RCU grace period,
-# 20 ms) and waits for it as nsenter does. The child becomes UID:GID with no groups, no capabilities
-# (bounding and inheritable sets emptied too) and no_new_privs; with USERNS (an env whose share lets
-# the host decide ownership; lib/userns.py) it first joins that user namespace and keeps exactly
-# CAP_DAC_OVERRIDE and CAP_FOWNER there, ambient, which count only for files of the ids mapped in it
-# (the project owner's and its own). new-session: a new session (no terminal). Then, as the env's user: a session keyring of the entry's own (the caller's, from sshd's
+# Joins the namespaces of the env's holder (mount, PID, IPC, UTS, network: one setns on a pidfd, after
+# checking that the pid is still the holder started at START), starts CMD's process straight into the
+# env's cgroup CGROUP, the directory start_holder recorded (clone3 with CLONE_INTO_CGROUP: a write to
+# cgroup.procs would wait for an RCU grace period, 20 ms) and waits for it as nsenter does. The child
+# becomes UID:GID with no groups, no capabilities (bounding and inheritable sets emptied too) and
+# no_new_privs; with USERNS (an env whose share lets the host decide ownership; lib/userns.py) it first
+# joins that user namespace and keeps exactly CAP_DAC_OVERRIDE and CAP_FOWNER there, ambient, which count
+# only for files of the ids mapped in it (the project owner's and its own). new-session: a new session
+# (no terminal). Then, as the env's user: a session keyring of the entry's own (the caller's, from sshd's
 # pam_keyinit, would otherwise be the env's to read), and a seccomp filter that refuses setuid and
 # setgid bits (chmod and the file-creating calls, EPERM), openat2 and io_uring (whose modes it cannot
 # see; ENOSYS) and every call of another architecture (ENOSYS), so nothing in the env can plant a
@@ -59,18 +60,16 @@ my $cgroup;
 open $cgroup, "<", $cgdir or fail("cannot open the cgroup of env $name: $!") if $cgdir ne "-";
 my $ns;
 open $ns, "<", $userns or fail("cannot open the user namespace of env $name: $!") if $userns ne "-";
-syscall($a->{setns}, $pidfd, 0x00020000 | 0x20000000 | 0x08000000 | 0x04000000) == 0    # mnt pid ipc uts
+syscall($a->{setns}, $pidfd, 0x00020000 | 0x20000000 | 0x08000000 | 0x04000000 | 0x40000000) == 0    # mnt pid ipc uts net
 	or fail("cannot join the namespaces of env $name: $!");
 # struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal (SIGCHLD), stack, stack_size,
 # tls, set_tid, set_tid_size, cgroup
 my $args = pack "Q11", ($cgroup ? 0x200000000 : 0), 0, 0, 0, 17, 0, 0, 0, 0, 0, ($cgroup ? fileno $cgroup : 0);
 my $child = syscall($CLONE3, $args, length $args);
 $child >= 0 or fail("cannot start a process in env $name: $!");
-if ($child) {    # as nsenter does: wait, stop when the child stops, end as it ended
-	$SIG{INT} = $SIG{QUIT} = "IGNORE";
+if ($child) {    # as nsenter does: wait, stop when the child stops, end as it ended (an interrupt ends it too)
 	while (waitpid($child, 2) == $child && ($? & 0xff) == 0x7f) { kill "STOP", $$; kill "CONT", $child }    # WUNTRACED
 	exit($? >> 8) unless $? & 127;
-	$SIG{INT} = $SIG{QUIT} = "DEFAULT";
 	kill $? & 127, $$;
 	exit(128 + ($? & 127));
 }

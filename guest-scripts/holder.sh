@@ -1,11 +1,12 @@
 #!/bin/bash
-# PID 1 of an env. Builds the env's root in its new mount namespace, pivots into it,
+# PID 1 of an env. Builds the env's root in its new mount namespace (and, offline, brings up the
+# loopback of its new network namespace), pivots into it,
 # reports "ready OUTER_PID MODE UID GID" on fd 3 (how the project is mounted, and the ids the
 # env runs as), then waits forever, reaping orphans.
 # SIGTERM ends it cleanly, and with it every process of the env.
 set -euo pipefail
 [[ ${LLIMA_DEBUG:-} == 1 ]] && set -x
-name=$1 project=$2 uid=$3 gid=$4 owner=$5 root=$6 home=$7 mode=${8:-auto} userns=${9:-} scratch=${10:-50%}
+name=$1 project=$2 uid=$3 gid=$4 owner=$5 root=$6 home=$7 mode=${8:-auto} userns=${9:-} scratch=${10:-50%} network=${11:-shared}
 lib=${0%/*}
 
 read -r outer _ </proc/self/stat
@@ -70,6 +71,7 @@ pivot_root . .
 umount -l .
 cd /
 printf '%s\n' "$name" >/proc/sys/kernel/hostname
+[[ $network == shared ]] || ip link set lo up # offline: a network namespace of its own, loopback only
 
 printf 'ready %s %s\n' "$outer" "$mounted" >&3
 exec 3>&- 2>/dev/null 1>/dev/null 0</dev/null

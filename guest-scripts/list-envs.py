@@ -102,6 +102,7 @@ def main(state, run, only=""):
             "created": first_line(f"{path}/created"),
             "mode": first_line(f"{path}/mode").partition(" ")[0],
             "cgroup": first_line(f"{path}/cgroup"),
+            "network": first_line(f"{path}/network") or "shared",
         }
         row["limits"] = limits(path, row["cgroup"] if row["alive"] else "")
         lines.append(json.dumps(row, separators=(",", ":")) + "\n")

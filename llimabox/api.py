@@ -223,9 +223,9 @@ def shell(
     backend = open_backend(config, overrides, accept_host_key)
     try:
         target = shell_target(backend, path if path is not None else os.getcwd())
-        limits = [] if target.known else limit_args(config.env_memory, config.env_pids, config.env_cpus)
-        if limits:  # a new env with the config's limits: made by create first (one more round trip, once)
-            backend.check_verb("create", target.name, target.project, *limits)
+        options = [] if target.known else _config_options(config)
+        if options:  # a new env with the config's network or limits: made by create first (one round trip, once)
+            backend.check_verb("create", target.name, target.project, *options)
         if pty is None:
             pty = _isatty(stdin, sys.stdin) and _isatty(stdout, sys.stdout)
         code = run_in_env(
@@ -289,9 +289,10 @@ def _ensure_current(backend: Backend) -> int | None:
     return backend.guest_version()
 
 
-def limit_args(memory: str | None = None, pids: int | None = None, cpus: float | None = None) -> list[str]:
-    """The guest's ``create`` options for an env's limits (those given)."""
-    args = []
+def create_options(network: str | None = None, memory: str | None = None, pids: int | None = None,
+                   cpus: float | None = None) -> list[str]:
+    """The guest's ``create`` options for an env's network and limits (those given)."""
+    args = ["--network", network] if network is not None else []
     if memory is not None:
         args += ["--memory", str(memory).strip()]
     if pids is not None:
@@ -301,12 +302,17 @@ def limit_args(memory: str | None = None, pids: int | None = None, cpus: float |
     return args
 
 
+def _config_options(config: Config) -> list[str]:
+    return create_options(config.env_network, config.env_memory, config.env_pids, config.env_cpus)
+
+
 def create(
     path: str | os.PathLike[str] | None = None,
     *,
     config: Config | None = None,
     overrides: Overrides | None = None,
     accept_host_key: bool = False,
+    network: str | None = None,
     memory: str | None = None,
     pids: int | None = None,
     cpus: float | None = None,
@@ -314,8 +320,9 @@ def create(
     """Create the env of ``path`` (default: the working directory) and return its name.
 
     Creating an env that exists already succeeds; limits given then apply to it at once (the sizes of
-    its /tmp, /var/tmp and /dev/shm at its next start). Limits not given keep their values, or for a
-    new env come from the config (``env_memory``, ``env_pids``, ``env_cpus``) or the guest's defaults.
+    its /tmp, /var/tmp and /dev/shm at its next start), its ``network`` (``shared`` or ``offline``)
+    cannot change. What is not given keeps its value, or for a new env comes from the config
+    (``env_network``, ``env_memory``, ``env_pids``, ``env_cpus``) or the guest's defaults.
     """
     if config is None:
         from llimabox.config import load_config
@@ -323,16 +330,16 @@ def create(
         config = load_config(os.environ, overrides)
     backend = open_backend(config, overrides, accept_host_key)
     try:
-        defaults = limit_args(config.env_memory, config.env_pids, config.env_cpus)
-        return create_in(backend, path if path is not None else os.getcwd(), limit_args(memory, pids, cpus), defaults)
+        given = create_options(network, memory, pids, cpus)
+        return create_in(backend, path if path is not None else os.getcwd(), given, _config_options(config))
     finally:
         backend.close()
 
 
-def create_in(backend: Backend, path: str | os.PathLike[str], limits: t.Sequence[str] = (),
-              new_limits: t.Sequence[str] = ()) -> str:
-    """:func:`create` on an open backend: ``limits`` (``create`` options) apply to the env whether new or
-    not, ``new_limits`` (the config's) to a new one."""
+def create_in(backend: Backend, path: str | os.PathLike[str], options: t.Sequence[str] = (),
+              new_options: t.Sequence[str] = ()) -> str:
+    """:func:`create` on an open backend: ``options`` (the guest's ``create`` options) apply to the env
+    whether new or not, ``new_options`` (the config's) to a new one when ``options`` are empty."""
     project = _project(backend, path)
     name = names.env_name(project)
     version = _ensure_current(backend)
@@ -340,9 +347,9 @@ def create_in(backend: Backend, path: str | os.PathLike[str], limits: t.Sequence
     try:
         store.touch(name)  # a state database we cannot write fails before the guest changes
         with store.changing_envs():
-            if not limits and new_limits and store.get(name) is None:
-                limits = new_limits
-            backend.check_verb("create", name, project, *limits)
+            if not options and new_options and store.get(name) is None:
+                options = new_options
+            backend.check_verb("create", name, project, *options)
             _upsert(store, backend, name, project, version)
     finally:
         store.close()

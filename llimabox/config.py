@@ -19,6 +19,7 @@ FIELDS: list[tuple[str, type, object, str]] = [
     ("known_hosts", str, "~/.ssh/known_hosts", "ssh backend: where host keys are checked and pinned"),
     ("forward_agent", bool, False, "forward the SSH agent into the env (like -A)"),
     ("connect_timeout", float, 10.0, "seconds to wait for the guest's SSH port"),
+    ("env_network", str, None, "network of each new env: shared (the guest's) or offline (loopback only)"),
     ("env_memory", str, None, "memory of each new env, e.g. 4G (default: 3/4 of the guest's; no swap)"),
     ("env_pids", int, None, "processes and threads of each new env (default: 4096)"),
     ("env_cpus", float, None, "CPUs each new env may use at most, e.g. 1.5 (default: no cap, an equal share)"),
@@ -65,6 +66,7 @@ class Config:
     known_hosts: str = "~/.ssh/known_hosts"
     forward_agent: bool = False
     connect_timeout: float = 10.0
+    env_network: str | None = None
     env_memory: str | None = None
     env_pids: int | None = None
     env_cpus: float | None = None

@@ -15,11 +15,14 @@ __all__ = ["create", "list_envs", "delete", "delete_all"]
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("path", required=False)
+@click.option("--network", type=click.Choice(["shared", "offline"]),
+              help="shared: the guest's network; offline: loopback only. Fixed once made. [env_network]")
 @click.option("--memory", metavar="SIZE", help="Memory the env may use, e.g. 4G (no swap). [env_memory]")
 @click.option("--pids", type=click.IntRange(min=16), metavar="N", help="Processes and threads at most. [env_pids]")
 @click.option("--cpus", type=click.FloatRange(min=0.01), metavar="N", help="CPUs at most, e.g. 1.5. [env_cpus]")
 @pass_globals
-def create(g: Globals, path: str | None, memory: str | None, pids: int | None, cpus: float | None) -> None:
+def create(g: Globals, path: str | None, network: str | None, memory: str | None, pids: int | None,
+           cpus: float | None) -> None:
     """Create the env of PATH (default: the current directory) and print its name.
 
     Creating an env that exists already succeeds; limits given then change at once (the sizes of its
@@ -30,10 +33,11 @@ def create(g: Globals, path: str | None, memory: str | None, pids: int | None, c
     Examples:
         llima-box create ~/src/app
         llima-box create ~/src/app --memory 4G --pids 2048 --cpus 2
+        llima-box create ~/src/untrusted --network offline
     """
     from llimabox import api
 
-    click.echo(api.create(path, memory=memory, pids=pids, cpus=cpus, **g.api_kwargs()))
+    click.echo(api.create(path, network=network, memory=memory, pids=pids, cpus=cpus, **g.api_kwargs()))
 
 
 _COLUMNS = ("name", "status", "project", "last_used_at")
