@@ -8,9 +8,13 @@ from tests.test_network import ATTEMPT
 from tests.vm.lb import LB
 from tests.vm.machine import VM
 
-#: the guest's sshd and its DNS stub (systemd-resolved), then a name from /etc/hosts
+#: the guest's sshd and its DNS stub (systemd-resolved), then a listener of the env's own on its loopback
 PROBE = ATTEMPT + """
-print(attempt(socket.AF_INET, ("127.0.0.1", 22)), attempt(socket.AF_INET, ("127.0.0.53", 53)), resolve("localhost"))
+own = socket.socket()
+own.bind(("127.0.0.1", 0))
+own.listen()
+print(attempt(socket.AF_INET, ("127.0.0.1", 22)), attempt(socket.AF_INET, ("127.0.0.53", 53)),
+      attempt(socket.AF_INET, own.getsockname()))
 """
 
 def test_an_offline_env_reaches_no_service_of_the_guest(vm: VM, lb: LB) -> None:
@@ -21,7 +25,7 @@ def test_an_offline_env_reaches_no_service_of_the_guest(vm: VM, lb: LB) -> None:
     try:
         assert lb.guest_envs()[name]["network"] == "offline"
         r = lb("shell", str(project), "--", "python3", "-c", PROBE)
-        assert r.stdout.split() == [b"refused-111", b"refused-111", b"resolved"], r.stderr
+        assert r.stdout.split() == [b"refused-111", b"refused-111", b"reached"], r.stderr
         assert lb("shell", str(project), "--", "sh", "-c", "echo ok > f && cat f").stdout == b"ok\n"
     finally:
         lb("delete", name, "--yes")
