@@ -98,7 +98,22 @@ _TYPES = {key: typ for key, typ, _, _ in FIELDS}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
+#: numbers that must be above zero; every other number may not be negative
+_POSITIVE = {"connect_timeout", "mux_idle", "serve_login_grace", "serve_max_sessions", "serve_max_connections",
+             "env_pids", "env_cpus"}
+
+
 def _coerce(key: str, value: object, where: str) -> object:
+    number = _coerce_type(key, value, where)
+    if isinstance(number, (int, float)) and not isinstance(number, bool):
+        if number != number or number in (float("inf"), float("-inf")):
+            raise InvalidInput(f"{where}: {key} must be a finite number, not {value!r}")
+        if number < 0 or (number == 0 and key in _POSITIVE):
+            raise InvalidInput(f"{where}: {key} must be {'above' if key in _POSITIVE else 'at least'} 0, not {value!r}")
+    return number
+
+
+def _coerce_type(key: str, value: object, where: str) -> object:
     typ = _TYPES[key]
     if isinstance(value, str) and typ is not str:
         low = value.strip().lower()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +50,22 @@ def test_every_key_is_documented_in_the_readme():
     for key, typ, _default, _help in FIELDS:
         row = f"| `{key}` | `LLIMA_BOX_{key.upper()}` | {typ.__name__} |"
         assert row in readme, key
+
+
+@pytest.mark.parametrize("var, value, message", [
+    ("LLIMA_BOX_CONNECT_TIMEOUT", "-1", "connect_timeout must be above 0"),
+    ("LLIMA_BOX_CONNECT_TIMEOUT", "0", "connect_timeout must be above 0"),
+    ("LLIMA_BOX_CONNECT_TIMEOUT", "nan", "connect_timeout must be a finite number"),
+    ("LLIMA_BOX_SERVE_IDLE_TIMEOUT", "-5", "serve_idle_timeout must be at least 0"),
+])  # fmt: skip
+def test_numbers_out_of_range_are_refused_with_one_line(tmp_path, var, value, message):
+    with pytest.raises(InvalidInput, match=message):
+        load_config({"LLIMA_BOX_HOME": str(tmp_path), var: value})
+
+
+def test_a_negative_timeout_is_a_clear_error_not_a_traceback(tmp_path):
+    env = {**os.environ, "LLIMA_BOX_HOME": str(tmp_path), "LLIMA_BOX_CONNECT_TIMEOUT": "-1"}
+    r = subprocess.run([sys.executable, "-m", "llimabox", "status"], capture_output=True, text=True, env=env,
+                       timeout=60, check=False)  # fmt: skip
+    assert r.returncode == 2 and r.stderr.startswith("Error: ") and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "connect_timeout must be above 0" in r.stderr
