@@ -16,11 +16,10 @@ cgroup_hierarchy() {
 }
 
 # cgroup_prepare NAME: set CG_RUN (argv prefix that starts a command in the env's cgroup) and
-# CG_DIR (a directory the command must join itself; "" with systemd or without cgroup2)
+# CG_DIR (a directory the command must join itself; "" with systemd or without cgroup2), its
+# limits set (lib/limits.sh, sourced by the caller)
 cgroup_prepare() {
 	local hierarchy
-	# shellcheck source=limits.sh
-	source "$LB_LIB/limits.sh"
 	# shellcheck disable=SC2034 # both are read by start_holder
 	CG_RUN=() CG_DIR=""
 	if [[ -d /run/systemd/system ]] && command -v systemd-run >/dev/null; then

@@ -327,7 +327,7 @@ drop_userns() {
 # start_holder NAME PROJECT OWNER: a new PID/mount/IPC/UTS namespace set whose PID 1 is
 # lib/holder.sh; returns 1 with LB_ERR set when it cannot start
 start_holder() {
-	local name=$1 project=$2 owner=$3 root log ready mode uid gid pin net
+	local name=$1 project=$2 owner=$3 root log ready mode uid gid pin network net=()
 	conf_get mode PROJECT_MODE
 	root=$LB_RUN/roots/$name
 	log=$LB_RUN/$name.log
@@ -340,8 +340,8 @@ start_holder() {
 	# shellcheck source=limits.sh
 	source "$LB_LIB/limits.sh"
 	effective_limits "$name"
-	net=()
-	[[ $(env_network "$name") == shared ]] || net=(--net) # offline: loopback only (holder.sh brings it up)
+	network=$(env_network "$name")
+	[[ $network == shared ]] || net=(--net) # offline: loopback only (holder.sh brings it up)
 	pin=$(userns_pin "$name")
 	drop_userns "$name"
 	if [[ $mode == auto ]]; then # for the probe of project-mount.py; kept only in userns mode
@@ -353,7 +353,7 @@ start_holder() {
 		[[ -z $CG_DIR ]] || echo "$BASHPID" >"$CG_DIR/cgroup.procs"
 		exec "${CG_RUN[@]}" unshare --mount --pid --ipc --uts "${net[@]}" --propagation private -- \
 			"$LB_LIB/spawn-holder.sh" "$name" "$project" "$uid" "$gid" "$owner" \
-			"$root" "$(env_home "$name")" "$mode" "$pin" "$((MEMORY_MAX / 4))" "$(env_network "$name")" \
+			"$root" "$(env_home "$name")" "$mode" "$pin" "$((MEMORY_MAX / 4))" "$network" \
 			3>&1 >/dev/null 2>"$log" 9>&-
 	)
 	if [[ $ready != ready\ * ]]; then

@@ -34,6 +34,10 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))  # lib/, root's own (run with python3 -I)
+sys.dont_write_bytecode = True  # the installed prefix stays as installed
+from userns import user_namespace  # noqa: E402 -- after the path it is found on
+
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_OPENAT2, SYS_MOUNT_SETATTR = 428, 429, 437, 442
 OPEN_TREE_CLONE = 1
 MOVE_MOUNT_F_EMPTY_PATH = 4
@@ -72,32 +76,6 @@ def open_project(path, owner):
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != owner or st.st_uid == 0:
         raise OSError(f"{path} is not a directory of uid {owner}")
     return fd, st
-
-
-def user_namespace(uid_map, gid_map):
-    """Return an fd of a new user namespace with the given one-line maps."""
-    ready_r, ready_w = os.pipe()
-    done_r, done_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(ready_r)
-        os.close(done_w)
-        ok = libc.unshare(CLONE_NEWUSER) == 0
-        os.write(ready_w, b"1" if ok else b"0")
-        os.read(done_r, 1)
-        os._exit(0)
-    os.close(ready_w)
-    os.close(done_r)
-    try:
-        if os.read(ready_r, 1) != b"1":
-            raise OSError("unshare(CLONE_NEWUSER) failed")
-        for name, line in (("uid_map", uid_map), ("gid_map", gid_map)):
-            with open(f"/proc/{pid}/{name}", "w") as f:
-                f.write(line)
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(done_w)
-        os.waitpid(pid, 0)
 
 
 def host_decides(project_fd, pin, owner, gid, env_uid, env_gid):

@@ -75,23 +75,27 @@ def test_new_files_never_get_setuid_bits(guest, mapped_env):
     assert [int(m, 8) & 0o6000 for m in modes] == [0, 0] and len(modes) == 2
 
 
-def test_no_per_uid_kernel_object_is_the_owners(guest, mapped_env):
+def assert_no_per_uid_kernel_object_is_the_owners(guest: Guest, env: tuple[str, str]) -> None:
     """The keyring and the identity a service of the owner's sees (SO_PEERCRED) are the env's own."""
     import subprocess
 
     assert guest.run(["python3", "-c", KEY, "add"], user="alice").stdout == "True\n"
-    assert guest.enter(*mapped_env, "python3", "-c", KEY, "search").stdout == "False\n"
+    assert guest.enter(*env, "python3", "-c", KEY, "search").stdout == "False\n"
     name = "lb-peer-" + secrets.token_hex(3)
     with subprocess.Popen(guest.argv(["python3", "-c", PEERCRED, name], user="alice"),
                           stdout=subprocess.PIPE, text=True) as service:
         try:
             assert service.stdout.readline() == "listening\n"
             connect = f"import socket; socket.socket(socket.AF_UNIX).connect('\\0{name}')"
-            assert guest.enter(*mapped_env, "python3", "-c", connect).returncode == 0
+            assert guest.enter(*env, "python3", "-c", connect).returncode == 0
             seen = service.stdout.readline().strip()
         finally:
             service.kill()
-    assert seen == guest.run(["id", "-u", mapped_env[0]]).stdout.strip() != "1501"
+    assert seen == guest.run(["id", "-u", env[0]]).stdout.strip() != "1501"
+
+
+def test_no_per_uid_kernel_object_is_the_owners(guest, mapped_env):
+    assert_no_per_uid_kernel_object_is_the_owners(guest, mapped_env)
 
 
 def test_the_env_outlives_a_restart_in_mapped_mode(guest, mapped_env):

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
 
 import pytest
 
 from tests.guest import PREFIX, Guest
 from tests.test_isolation import inside
-from tests.test_mapped import KEY, PEERCRED
+from tests.test_mapped import assert_no_per_uid_kernel_object_is_the_owners
 
 
 @pytest.fixture
@@ -74,19 +73,7 @@ def test_the_rights_reach_only_the_project_and_the_home(guest, userns_env):
 
 
 def test_no_per_uid_kernel_object_is_the_owners(guest, userns_env):
-    assert guest.run(["python3", "-c", KEY, "add"], user="alice").stdout == "True\n"
-    assert guest.enter(*userns_env, "python3", "-c", KEY, "search").stdout == "False\n"
-    name = "lb-peer-" + secrets.token_hex(3)
-    with subprocess.Popen(guest.argv(["python3", "-c", PEERCRED, name], user="alice"),
-                          stdout=subprocess.PIPE, text=True) as service:
-        try:
-            assert service.stdout.readline() == "listening\n"
-            connect = f"import socket; socket.socket(socket.AF_UNIX).connect('\\0{name}')"
-            assert guest.enter(*userns_env, "python3", "-c", connect).returncode == 0
-            seen = service.stdout.readline().strip()
-        finally:
-            service.kill()
-    assert seen == guest.run(["id", "-u", userns_env[0]]).stdout.strip()
+    assert_no_per_uid_kernel_object_is_the_owners(guest, userns_env)
 
 
 def test_verify_holds_in_userns_mode(guest, userns_env):
