@@ -66,6 +66,7 @@ cgroup_remove() {
 	fi
 	hierarchy=$(cgroup_hierarchy)
 	[[ -n $hierarchy && -d $hierarchy/llima-box/$1 ]] || return 0
+	echo 1 >"$hierarchy/llima-box/$1/cgroup.kill" 2>/dev/null || true # what is left: daemons, network helpers
 	for ((tries = 0; tries < 100; tries++)); do
 		rmdir "$hierarchy/llima-box/$1" 2>/dev/null && return 0
 		sleep 0.02

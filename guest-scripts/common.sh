@@ -270,7 +270,8 @@ make_env() {
 	install -d -m 0700 "$dir.new"
 	printf '%s\n' "$project" >"$dir.new/project"
 	[[ -z ${LB_LIMITS:-} ]] || printf '%s\n' "$LB_LIMITS" >"$dir.new/limits" # create's --memory, --pids, --cpus
-	[[ ${LB_NETWORK:-shared} == shared ]] || printf '%s\n' "$LB_NETWORK" >"$dir.new/network" # create's --network
+	printf '%s\n' "${LB_NETWORK:-isolated}" >"$dir.new/network" # create's --network (lib/network.sh)
+	[[ -z ${LB_PUBLISH:-} ]] || printf '%s' "$LB_PUBLISH" >"$dir.new/publish" # create's --publish, a line each
 	printf '%s\n' "$owner" >"$dir.new/owner"
 	date -u +%Y-%m-%dT%H:%M:%SZ >"$dir.new/created"
 	account_whole "$name" || remove_account "$name"
@@ -297,6 +298,9 @@ make_env() {
 destroy_env() {
 	local name=$1
 	kill_holders "$name"
+	# shellcheck source=network.sh
+	source "$LB_LIB/network.sh"
+	net_drop "$name" # pasta ends when its namespace pins go
 	cgroup_remove "$name"
 	remove_account "$name"
 	rm -rf --one-file-system "$(env_home "$name")" "$(env_home "$name").new"
@@ -307,13 +311,6 @@ destroy_env() {
 }
 
 userns_pin() { printf '%s/roots/%s.userns' "$LB_RUN" "$1"; }
-
-# env_network NAME: print the env's network mode (shared unless it was made otherwise)
-env_network() {
-	local mode=shared
-	[[ -r $(env_dir "$1")/network ]] && read -r mode <"$(env_dir "$1")/network"
-	printf '%s' "${mode:-shared}"
-}
 
 # drop_userns NAME: release the env's user namespace (lib/userns.py), if it has one
 drop_userns() {
@@ -327,11 +324,14 @@ drop_userns() {
 # start_holder NAME PROJECT OWNER: a new PID/mount/IPC/UTS namespace set whose PID 1 is
 # lib/holder.sh; returns 1 with LB_ERR set when it cannot start
 start_holder() {
-	local name=$1 project=$2 owner=$3 root log ready mode uid gid pin network net=()
+	local name=$1 project=$2 owner=$3 root log ready mode uid gid pin network
 	conf_get mode PROJECT_MODE
 	root=$LB_RUN/roots/$name
 	log=$LB_RUN/$name.log
+	# shellcheck source=network.sh
+	source "$LB_LIB/network.sh"
 	kill_holders "$name" # a holder left by an interrupted start
+	net_drop "$name"
 	rm -f "$(holder_file "$name")"
 	mkdir -p "$root"
 	rm -f "$root.fifo"
@@ -341,7 +341,7 @@ start_holder() {
 	source "$LB_LIB/limits.sh"
 	effective_limits "$name"
 	network=$(env_network "$name")
-	[[ $network == shared ]] || net=(--net) # offline: loopback only (holder.sh brings it up)
+	net_prepare "$name" "$network" || return 1
 	pin=$(userns_pin "$name")
 	drop_userns "$name"
 	if [[ $mode == auto ]]; then # for the probe of project-mount.py; kept only in userns mode
@@ -351,13 +351,14 @@ start_holder() {
 	cgroup_prepare "$name"
 	ready=$(
 		[[ -z $CG_DIR ]] || echo "$BASHPID" >"$CG_DIR/cgroup.procs"
-		exec "${CG_RUN[@]}" unshare --mount --pid --ipc --uts "${net[@]}" --propagation private -- \
+		exec "${CG_RUN[@]}" "${NET_RUN[@]}" unshare --mount --pid --ipc --uts --propagation private -- \
 			"$LB_LIB/spawn-holder.sh" "$name" "$project" "$uid" "$gid" "$owner" \
-			"$root" "$(env_home "$name")" "$mode" "$pin" "$((MEMORY_MAX / 4))" "$network" \
+			"$root" "$(env_home "$name")" "$mode" "$pin" "$((MEMORY_MAX / 4))" "$network" "$LB_NET_DNS" \
 			3>&1 >/dev/null 2>"$log" 9>&-
 	)
 	if [[ $ready != ready\ * ]]; then
 		LB_ERR="could not start env $name: $(tail -n 1 "$log" 2>/dev/null)"
+		net_drop "$name"
 		return 1
 	fi
 	local pid stat f holder
@@ -365,6 +366,11 @@ start_holder() {
 	[[ $mode == userns\ * ]] || drop_userns "$name"
 	read -r stat <"/proc/$pid/stat"
 	read -r -a f <<<"${stat##*) }"
+	if [[ $network == isolated ]] && ! net_start "$name" "$pid" "${f[19]}" "$(cgroup_of "$pid")"; then
+		kill_holders "$name"
+		net_drop "$name"
+		return 1
+	fi
 	# the mode and cgroup first, the holder file last and atomically: what the unlocked fast path trusts
 	printf '%s\n' "$mode" >"$(env_dir "$name")/mode"
 	cgroup_of "$pid" >"$(env_dir "$name")/cgroup"

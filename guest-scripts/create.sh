@@ -1,27 +1,42 @@
 #!/bin/bash
-# create NAME PROJECT [--owner ACCOUNT] [--network shared|offline] [--memory SIZE] [--pids N] [--cpus N]:
+# create NAME PROJECT [--owner ACCOUNT] [--network isolated|offline|shared] [--publish INSIDE[:OUTSIDE]]...
+#        [--memory SIZE] [--pids N] [--cpus N]:
 # make the env (user, home, namespaces); idempotent. PROJECT must belong to the caller (sudo's
-# SUDO_UID); a root caller may name the account. --network offline: a network namespace of the env's
-# own with loopback only (fixed when the env is made). The limits (lib/limits.sh) are recorded and,
-# for a running env, applied now (the sizes of /tmp, /var/tmp and /dev/shm at its next start).
+# SUDO_UID); a root caller may name the account. --network (lib/network.sh; default isolated) and
+# --publish (an isolated env's port INSIDE always on the guest's OUTSIDE, default the same) are fixed
+# when the env is made. The limits (lib/limits.sh) are recorded and, for a running env, applied now
+# (the sizes of /tmp, /var/tmp and /dev/shm at its next start).
 set -euo pipefail
 # shellcheck source=common.sh
 source /usr/local/libexec/llima-box/lib/common.sh
 # shellcheck source=limits.sh
 source "$LB_LIB/limits.sh"
+# shellcheck source=network.sh
+source "$LB_LIB/network.sh"
 need_root
-usage="usage: create NAME PROJECT [--owner ACCOUNT] [--network shared|offline] [--memory SIZE] [--pids N] [--cpus N]"
+usage="usage: create NAME PROJECT [--owner ACCOUNT] [--network isolated|offline|shared] [--publish INSIDE[:OUTSIDE]]... \
+[--memory SIZE] [--pids N] [--cpus N]"
 (($# >= 2)) || bad "$usage"
-name=$1 project=$2 owner="" network=""
+name=$1 project=$2 owner="" network="" publish=""
 shift 2
 limits=()
+port_number() { [[ $1 =~ ^[1-9][0-9]{0,4}$ ]] && (($1 <= 65535)); }
 while (($#)); do
 	(($# >= 2)) || bad "$1 needs a value"
 	case $1 in
 	--owner) owner=$2 ;;
 	--network)
-		[[ $2 == shared || $2 == offline ]] || bad "--network takes shared or offline, not '$2'"
+		[[ $2 == isolated || $2 == offline || $2 == shared ]] ||
+			bad "--network takes isolated, offline or shared, not '$2'"
 		network=$2
+		;;
+	--publish)
+		inside=${2%%:*} outside=${2#*:}
+		if ! port_number "$inside" || ! port_number "$outside"; then
+			bad "--publish takes INSIDE or INSIDE:OUTSIDE, ports from 1 to 65535, not '$2'"
+		fi
+		[[ $'\n'$publish != *$'\n'"$inside":* ]] || bad "--publish names port $inside twice"
+		publish+="$inside:$outside"$'\n'
 		;;
 	*) limits+=("$1" "$2") ;;
 	esac
@@ -32,7 +47,8 @@ check_name "$name"
 set_owner "$owner"
 check_project "$project"
 run_dirs
-export LB_NETWORK=$network # a new env is made with it
+[[ -z $publish || ${network:-isolated} == isolated ]] || bad "--publish needs --network isolated"
+export LB_NETWORK=$network LB_PUBLISH=$publish # a new env is made with them
 if [[ -n $LIMIT_MEMORY$LIMIT_PIDS$LIMIT_CPUS ]]; then
 	export LB_LIMITS="${LIMIT_MEMORY:-0} ${LIMIT_PIDS:-0} ${LIMIT_CPUS:-0}" # a new env starts with them
 fi
@@ -40,6 +56,9 @@ if [[ -d $(env_dir "$name") ]]; then
 	ensure_env "$name" "$project" # the owner's env: checked before anything of it changes
 	if [[ -n $network && $network != "$(env_network "$name")" ]]; then
 		bad "env $name has network $(env_network "$name"); it cannot change (delete the env and create it again)"
+	fi
+	if [[ -n $publish && $publish != "$(cat "$(env_dir "$name")/publish" 2>/dev/null)"$'\n' ]]; then
+		bad "env $name publishes other ports; they cannot change (delete the env and create it again)"
 	fi
 	if [[ -n ${LB_LIMITS:-} ]]; then
 		with_lock "$name" save_limits "$name"

@@ -1,12 +1,12 @@
 #!/bin/bash
-# PID 1 of an env. Builds the env's root in its new mount namespace (and, offline, brings up the
-# loopback of its new network namespace), pivots into it,
+# PID 1 of an env. Builds the env's root in its new mount namespace (and, isolated or offline, brings
+# up the loopback of its network namespace; isolated, points its DNS at DNS_ADDRESS), pivots into it,
 # reports "ready OUTER_PID MODE UID GID" on fd 3 (how the project is mounted, and the ids the
 # env runs as), then waits forever, reaping orphans.
 # SIGTERM ends it cleanly, and with it every process of the env.
 set -euo pipefail
 [[ ${LLIMA_DEBUG:-} == 1 ]] && set -x
-name=$1 project=$2 uid=$3 gid=$4 owner=$5 root=$6 home=$7 mode=${8:-auto} userns=${9:-} scratch=${10:-50%} network=${11:-shared}
+name=$1 project=$2 uid=$3 gid=$4 owner=$5 root=$6 home=$7 mode=${8:-auto} userns=${9:-} scratch=${10:-50%} network=${11:-shared} dns=${12:-}
 lib=${0%/*}
 
 read -r outer _ </proc/self/stat
@@ -37,7 +37,16 @@ mkdir -m 1777 tmp var/tmp
 mount -t tmpfs -o "mode=1777,nosuid,nodev,size=$scratch" llima-tmp tmp # each a quarter of the env's memory
 mount -t tmpfs -o "mode=1777,nosuid,nodev,size=$scratch" llima-vartmp var/tmp
 mount -t tmpfs -o mode=0755,nosuid,nodev,size=16m llima-run run
-if [[ -d /run/systemd/resolve ]]; then
+if [[ $network == isolated ]]; then # the guest's resolver is on its loopback: pasta forwards DNS_ADDRESS to it
+	resolv=$(readlink -f /etc/resolv.conf)
+	[[ $resolv == /run/* ]] || resolv=/run/resolv.conf
+	mkdir -p ".${resolv%/*}"
+	{
+		printf 'nameserver %s\n' "$dns"
+		grep -E '^(search|options) ' /etc/resolv.conf || true
+	} >".$resolv"
+	if [[ $resolv == /run/resolv.conf && -e etc/resolv.conf ]]; then ro_bind run/resolv.conf etc/resolv.conf; fi
+elif [[ -d /run/systemd/resolve ]]; then
 	mkdir -p run/systemd/resolve
 	ro_bind /run/systemd/resolve run/systemd/resolve
 fi

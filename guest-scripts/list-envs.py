@@ -27,6 +27,11 @@ def uids():
 
 def first_line(path):
     """The first line of a small file, "" when it cannot be read (raw reads: a few thousand a run)."""
+    return text(path).split("\n", 1)[0]
+
+
+def text(path):
+    """A small file's text, "" when it cannot be read."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -37,7 +42,7 @@ def first_line(path):
         return ""
     finally:
         os.close(fd)
-    return data.split(b"\n", 1)[0].decode("utf-8", "replace")
+    return data.decode("utf-8", "replace")
 
 
 def alive(run, name):
@@ -85,6 +90,23 @@ def limits(path, cgroup):
     return {"memory": memory, "pids": pids, "cpus": cpus, "enforced": False}
 
 
+def ports(path, run, name, alive):
+    """[{"inside": port, "published": port or None}] of an isolated env: what lib/ports.py publishes while
+    it runs, else the pinned ones (create --publish) with the ports they will have."""
+    rows = []
+    if alive:
+        for line in text(f"{run}/roots/{name}.ports").splitlines():
+            inside, _, published = line.partition(" ")
+            if inside.isdigit():
+                rows.append({"inside": int(inside), "published": int(published) if published.isdigit() else None})
+        return rows
+    for line in text(f"{path}/publish").splitlines():
+        inside, _, outside = line.partition(":")
+        if inside.isdigit() and outside.isdigit():
+            rows.append({"inside": int(inside), "published": int(outside)})
+    return rows
+
+
 def main(state, run, only=""):
     known = uids()
     lines = []
@@ -105,6 +127,7 @@ def main(state, run, only=""):
             "network": first_line(f"{path}/network") or "shared",
         }
         row["limits"] = limits(path, row["cgroup"] if row["alive"] else "")
+        row["ports"] = ports(path, run, name, row["alive"]) if row["network"] == "isolated" else []
         lines.append(json.dumps(row, separators=(",", ":")) + "\n")
     sys.stdout.write("".join(lines))
 

@@ -98,7 +98,8 @@ def read_only_system(project):
 
 def nothing_else_visible(project):
     home = os.path.expanduser("~")
-    allowed = {"/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/run", "/run/systemd/resolve", home, project,
+    allowed = {"/", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/run", "/run/systemd/resolve", "/etc/resolv.conf",
+               home, project,
                *SYSTEM, *SCRATCH} | {f"/dev/{n}" for n in ("null", "zero", "full", "random", "urandom", "tty")}
     extra = [p for p in mounts() if p not in allowed and not p.startswith(("/run/llima-agent.", "/sys/", "/proc/"))]
     expected = {}  # each directory on the way to the project and the home: the next step only

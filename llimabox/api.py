@@ -290,9 +290,11 @@ def _ensure_current(backend: Backend) -> int | None:
 
 
 def create_options(network: str | None = None, memory: str | None = None, pids: int | None = None,
-                   cpus: float | None = None) -> list[str]:
-    """The guest's ``create`` options for an env's network and limits (those given)."""
+                   cpus: float | None = None, publish: t.Sequence[str] = ()) -> list[str]:
+    """The guest's ``create`` options for an env's network, published ports and limits (those given)."""
     args = ["--network", network] if network is not None else []
+    for spec in publish:
+        args += ["--publish", str(spec)]
     if memory is not None:
         args += ["--memory", str(memory).strip()]
     if pids is not None:
@@ -316,11 +318,13 @@ def create(
     memory: str | None = None,
     pids: int | None = None,
     cpus: float | None = None,
+    publish: t.Sequence[str] = (),
 ) -> str:
     """Create the env of ``path`` (default: the working directory) and return its name.
 
     Creating an env that exists already succeeds; limits given then apply to it at once (the sizes of
-    its /tmp, /var/tmp and /dev/shm at its next start), its ``network`` (``shared`` or ``offline``)
+    its /tmp, /var/tmp and /dev/shm at its next start), its ``network`` (``isolated``, ``offline`` or
+    ``shared``) and ``publish`` (``INSIDE[:OUTSIDE]`` ports of an isolated env, always published)
     cannot change. What is not given keeps its value, or for a new env comes from the config
     (``env_network``, ``env_memory``, ``env_pids``, ``env_cpus``) or the guest's defaults.
     """
@@ -330,7 +334,7 @@ def create(
         config = load_config(os.environ, overrides)
     backend = open_backend(config, overrides, accept_host_key)
     try:
-        given = create_options(network, memory, pids, cpus)
+        given = create_options(network, memory, pids, cpus, publish)
         return create_in(backend, path if path is not None else os.getcwd(), given, _config_options(config))
     finally:
         backend.close()
@@ -389,6 +393,8 @@ def _reconcile(backend: Backend, live: list[guest.GuestEnv], records: t.Sequence
                 "last_used_at": _iso(rec.last_used_at) if rec is not None else None,
                 "mode": env.mode if env is not None and env.mode else None,
                 "limits": env.limits if env is not None else None,
+                "network": env.network if env is not None else None,
+                "ports": env.ports if env is not None else None,
             }
         )
     return rows
@@ -401,12 +407,40 @@ def list_envs(
 
     Each row: ``name``, ``project``, ``status`` (``running``, ``stopped``, ``missing-in-guest`` or
     ``unknown-to-database``), ``backend``, ``guest``, ``created_at``, ``last_used_at``, ``mode`` (how the
-    project is mounted: ``idmap``, ``userns``, ``mapped``, ``shared-uid``) and ``limits`` (``memory``,
-    ``pids``, ``cpus``, ``enforced``; see the guest's ``list``).
+    project is mounted: ``idmap``, ``userns``, ``mapped``, ``shared-uid``), ``limits`` (``memory``,
+    ``pids``, ``cpus``, ``enforced``; see the guest's ``list``), ``network`` (``isolated``, ``offline``,
+    ``shared``) and ``ports`` (``inside``, ``published``: an isolated env's ports on the guest's loopback).
     """
     backend = open_backend(config, overrides, accept_host_key)
     try:
         return list_in(backend)
+    finally:
+        backend.close()
+
+
+def ports(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    config: Config | None = None,
+    overrides: Overrides | None = None,
+    accept_host_key: bool = False,
+) -> list[dict[str, t.Any]]:
+    """The published ports of every env, or of the env of ``path`` (its project or a directory inside).
+
+    Each row: ``name``, ``project``, ``inside`` (the port in the env), ``published`` (where it is on the
+    guest's loopback, and so, through Lima's port forwarding, on the host's; ``None``: a pinned port
+    that was taken).
+    """
+    backend = open_backend(config, overrides, accept_host_key)
+    try:
+        rows = list_in(backend)
+        if path is not None:
+            where = _project(backend, path)
+            rows = [r for r in rows if r["project"] == where or where.startswith(r["project"].rstrip("/") + "/")]
+            if not rows:
+                raise InvalidInput(f"no env for {where}")
+            rows = [max(rows, key=lambda r: len(r["project"]))]  # the innermost project holding path
+        return [{"name": r["name"], "project": r["project"], **p} for r in rows for p in r["ports"] or []]
     finally:
         backend.close()
 

@@ -19,7 +19,9 @@ FIELDS: list[tuple[str, type, object, str]] = [
     ("known_hosts", str, "~/.ssh/known_hosts", "ssh backend: where host keys are checked and pinned"),
     ("forward_agent", bool, False, "forward the SSH agent into the env (like -A)"),
     ("connect_timeout", float, 10.0, "seconds to wait for the guest's SSH port"),
-    ("env_network", str, None, "network of each new env: shared (the guest's) or offline (loopback only)"),
+    ("env_network", str, None,
+     "network of each new env: isolated (default: its own, outbound through NAT, ports published), offline "
+     "(loopback only) or shared (the guest's)"),
     ("env_memory", str, None, "memory of each new env, e.g. 4G (default: 3/4 of the guest's; no swap)"),
     ("env_pids", int, None, "processes and threads of each new env (default: 4096)"),
     ("env_cpus", float, None, "CPUs each new env may use at most, e.g. 1.5 (default: no cap, an equal share)"),

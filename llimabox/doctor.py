@@ -94,6 +94,7 @@ def _guest_checks(backend: Backend) -> list[Check]:
         checks.append(Check("guest_scripts", True, f"version {have}"))
     checks.append(_sudoers_check(backend, fix))
     checks.append(_namespace_check(backend))
+    checks.append(_network_check(backend, fix))
     if checks[1].ok and checks[2].ok:
         checks.append(_isolation_check(backend))
     return checks
@@ -125,6 +126,28 @@ def _namespace_check(backend: Backend) -> Check:
         return Check("namespaces", None, "cannot check without full sudo in the guest (the guest verbs will tell)")
     return Check("namespaces", False, f"cannot create namespaces: {_text(err)}",
                  "use a guest kernel with namespaces (Ubuntu 24.04 has them)")
+
+
+#: what an isolated env (the default network) needs in the guest; prints a word for each thing missing
+_NETWORK_PROBE = ("command -v pasta >/dev/null || echo pasta; getent passwd llima-box-net >/dev/null || echo account; "
+                  "[ -c /dev/net/tun ] && [ \"$(stat -c %a /dev/net/tun)\" = 666 ] || echo tun")
+_NETWORK_FIXES = {
+    "pasta": ("pasta is missing", "in the guest: sudo apt-get install passt"),
+    "account": ("the account llima-box-net is missing", None),
+    "tun": ("/dev/net/tun is not open to every user", "in the guest: sudo chmod 0666 /dev/net/tun (udev does it)"),
+}
+
+
+def _network_check(backend: Backend, provision: str) -> Check:
+    code, out, err = _capture(backend, ["sh", "-c", _NETWORK_PROBE])
+    missing = [word for word in _text(out).split() if word in _NETWORK_FIXES]
+    if code != 0 and not missing:
+        return Check("network", None, f"cannot check: {_text(err) or 'the probe failed'}")
+    if not missing:
+        return Check("network", True, "isolated envs can start (pasta, /dev/net/tun, the network account)")
+    fixes = [_NETWORK_FIXES[w][1] or provision for w in missing]
+    return Check("network", False, "isolated envs cannot start: " + "; ".join(_NETWORK_FIXES[w][0] for w in missing),
+                 "; ".join(dict.fromkeys(fixes)) + " (or create envs with --network offline or shared)")
 
 
 def _isolation_check(backend: Backend) -> Check:

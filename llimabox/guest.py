@@ -62,6 +62,8 @@ class GuestEnv:
     mode: str
     owner: int | None = None
     limits: dict[str, t.Any] | None = None
+    network: str | None = None
+    ports: list[dict[str, t.Any]] | None = None
 
 
 def verb_argv(verb: str, *args: str, sudo: bool) -> list[str]:
@@ -132,11 +134,18 @@ def parse_list(stdout: bytes) -> list[GuestEnv]:
                     mode=str(obj.get("mode", "")),
                     owner=int(owner) if owner is not None else None,
                     limits=obj["limits"] if isinstance(obj.get("limits"), dict) else None,
+                    network=str(obj["network"]) if obj.get("network") else None,
+                    ports=[_port(p) for p in obj["ports"]] if isinstance(obj.get("ports"), list) else None,
                 )
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise GuestScriptFailed(f"guest list printed an invalid line: {line[:200]!r}") from exc
     return envs
+
+
+def _port(obj: t.Any) -> dict[str, t.Any]:
+    published = obj.get("published")
+    return {"inside": int(obj["inside"]), "published": int(published) if published is not None else None}
 
 
 def parse_version(stdout: bytes) -> int | None:

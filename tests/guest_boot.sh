@@ -39,6 +39,7 @@ mount --bind "$dir/out" ".$dir/out" # what the guest reports back to the tests
 mount --bind "$shared" ".$shared" # a host directory at the same path, as Lima mounts the home
 out=$dir/out
 mount --rbind /dev dev
+[[ ! -c dev/net/tun ]] || chmod 0666 dev/net/tun # as udev has it on Debian and Ubuntu (pasta opens it)
 mount --rbind /sys sys
 mount -t proc proc proc
 mount -t tmpfs guest-run run

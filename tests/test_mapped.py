@@ -12,9 +12,10 @@ from tests.test_isolation import inside
 
 #: Run by the project's owner outside the env: an abstract socket that reports its peer's uid (SO_PEERCRED).
 PEERCRED = """
-import socket, struct, sys
+import os, socket, struct, sys
 s = socket.socket(socket.AF_UNIX)
-s.bind("\\0" + sys.argv[1])
+s.bind(sys.argv[1])  # a socket file in the env's home: an isolated env reaches no abstract socket of the guest
+os.chmod(sys.argv[1], 0o777)
 s.listen()
 print("listening", flush=True)
 c, _ = s.accept()
@@ -76,17 +77,17 @@ def test_new_files_never_get_setuid_bits(guest, mapped_env):
 
 
 def assert_no_per_uid_kernel_object_is_the_owners(guest: Guest, env: tuple[str, str]) -> None:
-    """The keyring and the identity a service of the owner's sees (SO_PEERCRED) are the env's own."""
+    """The keyring and the identity a service sees (SO_PEERCRED) are the env's own, not the owner's."""
     import subprocess
 
     assert guest.run(["python3", "-c", KEY, "add"], user="alice").stdout == "True\n"
     assert guest.enter(*env, "python3", "-c", KEY, "search").stdout == "False\n"
-    name = "lb-peer-" + secrets.token_hex(3)
-    with subprocess.Popen(guest.argv(["python3", "-c", PEERCRED, name], user="alice"),
+    name = f"lb-peer-{secrets.token_hex(3)}"
+    with subprocess.Popen(guest.argv(["python3", "-c", PEERCRED, f"/var/lib/llima-box/home/{env[0]}/{name}"]),
                           stdout=subprocess.PIPE, text=True) as service:
         try:
             assert service.stdout.readline() == "listening\n"
-            connect = f"import socket; socket.socket(socket.AF_UNIX).connect('\\0{name}')"
+            connect = f"import socket; socket.socket(socket.AF_UNIX).connect('/home/{env[0]}/{name}')"
             assert guest.enter(*env, "python3", "-c", connect).returncode == 0
             seen = service.stdout.readline().strip()
         finally:

@@ -1,5 +1,6 @@
-"""An env's network: ``shared`` (the guest's) or ``offline`` (a network namespace of its own, loopback only),
-attacked from inside the env against services of the guest in the test guest."""
+"""An env's network: ``isolated`` (the default: a namespace of its own, outbound through pasta, its listeners
+published on the guest's loopback), ``offline`` (loopback only) or ``shared`` (the guest's), attacked from
+inside the env against services of the guest and of other envs in the test guest."""
 
 from __future__ import annotations
 
@@ -71,12 +72,13 @@ def network_of(guest: Guest, name: str) -> str:
 
 
 @pytest.mark.parametrize("network, seen", [
+    ("isolated", ["refused-111", "refused-111", "reached", "resolved", "False"]),  # none of the guest's
     ("offline", ["refused-111", "refused-111", "reached", "resolved", "False"]),  # loopback of its own only
     ("shared", ["reached", "reached", "reached", "resolved", "True"]),  # the guest's network, as before
 ])  # fmt: skip
 def test_what_an_env_reaches_of_the_guest(guest, env_name, project, service, network, seen):
     port, socket_name = service
-    flags = ["--network", "offline"] if network == "offline" else []
+    flags = [] if network == "isolated" else ["--network", network]  # isolated is the default
     assert guest.guest_script("create", env_name, project, *flags).returncode == 0
     try:
         assert network_of(guest, env_name) == network
@@ -98,6 +100,6 @@ def test_the_network_of_an_env_is_fixed_once_made(guest, env_name, project):
 
 
 def test_an_unknown_network_is_refused_before_anything_is_made(guest, env_name, project):
-    r = guest.guest_script("create", env_name, project, "--network", "isolated")
-    assert r.returncode == 2 and "--network takes shared or offline" in r.stderr
+    r = guest.guest_script("create", env_name, project, "--network", "bridged")
+    assert r.returncode == 2 and "--network takes isolated, offline or shared" in r.stderr
     assert guest.run(["id", env_name]).returncode == 1

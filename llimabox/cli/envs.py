@@ -10,34 +10,70 @@ import click
 
 from llimabox.cli._common import CONTEXT_SETTINGS, Globals, pass_globals
 
-__all__ = ["create", "list_envs", "delete", "delete_all"]
+__all__ = ["create", "list_envs", "ports", "delete", "delete_all"]
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("path", required=False)
-@click.option("--network", type=click.Choice(["shared", "offline"]),
-              help="shared: the guest's network; offline: loopback only. Fixed once made. [env_network]")
+@click.option("--network", type=click.Choice(["isolated", "offline", "shared"]),
+              help="isolated (default): its own network, outbound through NAT, its ports published; offline: "
+                   "loopback only; shared: the guest's. Fixed once made. [env_network]")
+@click.option("--publish", "publish", multiple=True, metavar="INSIDE[:OUTSIDE]",
+              help="Always publish the env's port INSIDE on the guest's OUTSIDE (default the same). Repeatable.")
 @click.option("--memory", metavar="SIZE", help="Memory the env may use, e.g. 4G (no swap). [env_memory]")
 @click.option("--pids", type=click.IntRange(min=16), metavar="N", help="Processes and threads at most. [env_pids]")
 @click.option("--cpus", type=click.FloatRange(min=0.01), metavar="N", help="CPUs at most, e.g. 1.5. [env_cpus]")
 @pass_globals
-def create(g: Globals, path: str | None, network: str | None, memory: str | None, pids: int | None,
-           cpus: float | None) -> None:
+def create(g: Globals, path: str | None, network: str | None, publish: tuple[str, ...], memory: str | None,
+           pids: int | None, cpus: float | None) -> None:
     """Create the env of PATH (default: the current directory) and print its name.
 
     Creating an env that exists already succeeds; limits given then change at once (the sizes of its
     /tmp, /var/tmp and /dev/shm, a quarter of its memory each, at its next start). Defaults: 3/4 of the
-    guest's memory, 4096 processes, an equal CPU share.
+    guest's memory, 4096 processes, an equal CPU share. An isolated env's listening ports are published
+    on the guest's loopback as they open (`llima-box ports` shows where).
 
     \b
     Examples:
         llima-box create ~/src/app
         llima-box create ~/src/app --memory 4G --pids 2048 --cpus 2
         llima-box create ~/src/untrusted --network offline
+        llima-box create ~/src/web --publish 3000:8080
     """
     from llimabox import api
 
-    click.echo(api.create(path, network=network, memory=memory, pids=pids, cpus=cpus, **g.api_kwargs()))
+    click.echo(api.create(path, network=network, memory=memory, pids=pids, cpus=cpus, publish=publish,
+                          **g.api_kwargs()))
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("path", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of objects.")
+@pass_globals
+def ports(g: Globals, path: str | None, as_json: bool) -> None:
+    """List the ports the envs publish (of the env of PATH only, when given).
+
+    An isolated env's listening TCP ports appear on the guest's loopback, on the same port when it is
+    free, else on another; Lima forwards them to this machine's localhost.
+
+    \b
+    Example:
+        llima-box ports ~/src/web --json
+    """
+    from llimabox import api
+
+    rows = api.ports(path, **g.api_kwargs())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no published ports", err=True)
+        return
+    cells = [["ENV", "PROJECT", "INSIDE", "PUBLISHED"]]
+    cells += [[r["name"], r["project"], str(r["inside"]), str(r["published"] or "taken")] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(4)]
+    for row in cells:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
 
 
 _COLUMNS = ("name", "status", "project", "last_used_at")

@@ -92,3 +92,26 @@ def test_status_not_provisioned_is_1(lb, monkeypatch, tmp_path) -> None:
     result = lb("--backend", "local", "status", "--json")
     assert result.exit_code == 1
     assert json.loads(result.stdout)["provisioned"] is False
+
+
+def test_create_publish_and_ports(lb, project, guest) -> None:
+    from tests.guest import free_port
+
+    outside = free_port()
+    result = lb("create", str(project), "--publish", f"3000:{outside}", "--publish", "5173")
+    assert result.exit_code == 0, result.stderr
+    name = result.stdout.strip()
+    want = [{"name": name, "project": str(project), "inside": 3000, "published": outside},
+            {"name": name, "project": str(project), "inside": 5173, "published": 5173}]
+    assert lb.json("ports", str(project)) == want
+    assert [r for r in lb.json("ports") if r["name"] == name] == want
+    rows = {r["name"]: r for r in lb.json("list")}
+    assert rows[name]["network"] == "isolated" and rows[name]["ports"] == [{k: w[k] for k in ("inside", "published")}
+                                                                          for w in want]
+    table = lb("ports", str(project)).stdout.splitlines()
+    assert table[0].split() == ["ENV", "PROJECT", "INSIDE", "PUBLISHED"]
+    assert table[1].split()[-2:] == ["3000", str(outside)]
+    result = lb("create", str(project), "--publish", "70000")
+    assert result.exit_code == 2 and "--publish takes" in result.stderr and len(result.stderr.splitlines()) == 1
+    result = lb("ports", str(project / ".." / "nothing-here"))
+    assert result.exit_code == 2 and "no env for" in result.stderr

@@ -72,7 +72,7 @@ except OSError as e:
 @pytest.fixture(scope="module")
 def project(vm: VM, lb: LB) -> t.Iterator[Path]:
     path = vm.host_project(vm.share("9p"), f"boundary-{secrets.token_hex(2)}")
-    r = lb("create", str(path))
+    r = lb("create", str(path), "--network", "shared")  # the guest's abstract sockets: SO_PEERCRED is seen
     assert r.returncode == 0, r.stderr
     yield path
     lb("delete", r.stdout.decode().strip(), "--yes")
@@ -115,9 +115,9 @@ def test_processes_and_peer_credentials_are_the_envs_uid(vm: VM, lb: LB, project
         marker = f"sleep 7{secrets.randbelow(10**6)}"
         r = lb.shell(project, f"({marker} </dev/null >/dev/null 2>&1 &); python3 -c {shlex.quote(PEER_CLIENT)} {name}")
         assert r.returncode == 0, r.stderr
-        if r.stdout == b"connected\n":  # the env shares the guest's network namespace (abstract sockets too)
-            service.wait(timeout=30)
-            assert vm.ssh(f"cat {out}").stdout == str(uid)
+        assert r.stdout == b"connected\n", r.stdout  # a shared env: the guest's abstract sockets
+        service.wait(timeout=30)
+        assert vm.ssh(f"cat {out}").stdout == str(uid)
         owners = vm.ssh(f"ps -o uid= -C sleep -o args= | grep -F '{marker}' | awk '{{print $1}}'").stdout.split()
         assert owners == [str(uid)]  # counted against the env's uid (RLIMIT_NPROC), never the login user's
     finally:

@@ -1,0 +1,103 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # NET_RUN and LB_ERR are read by the caller (start_holder)
+# Each env's network (envs/NAME/network; `create --network`):
+#   isolated  a network namespace of its own; outbound traffic through pasta (user-mode NAT, running as
+#             the network account, which owns that namespace and nothing else), DNS through pasta's
+#             forwarder; none of the guest's loopback services, none of another env's; its TCP
+#             listeners published on the guest's loopback by lib/ports.py (the default)
+#   offline   a network namespace of its own, loopback only
+#   shared    the guest's network namespace (an env made before network modes existed)
+
+LB_NET_DIR=/run/llima-box-net # the namespace pins pasta opens: root's, readable by the account only
+LB_NET_ACCOUNT=llima-box-net
+LB_NET_DNS=169.254.1.1 # where an isolated env sends DNS queries; pasta forwards them to the guest's resolver
+
+# env_network NAME: print the env's network mode
+env_network() {
+	local mode=shared
+	[[ -r $(env_dir "$1")/network ]] && read -r mode <"$(env_dir "$1")/network"
+	printf '%s' "${mode:-shared}"
+}
+
+# net_prepare NAME MODE: set NET_RUN, the argv prefix that starts the env's holder in its network
+# namespace (made here for isolated; by unshare --net for offline). 1 with LB_ERR set on failure.
+net_prepare() {
+	local name=$1 mode=$2 account
+	NET_RUN=()
+	case $mode in
+	shared) return 0 ;;
+	offline)
+		NET_RUN=(unshare --net --)
+		return 0
+		;;
+	esac
+	if ! command -v pasta >/dev/null; then
+		LB_ERR="an isolated env needs pasta (apt-get install passt), or create it with --network offline or shared"
+		return 1
+	fi
+	account=$(net_account) || return 1
+	install -d -m 0750 -o root -g "$account" "$LB_NET_DIR"
+	python3 -I -S "$LB_LIB/netns.py" "$LB_NET_DIR" "$name" "$account" 2>>"$LB_RUN/$name.log" || {
+		LB_ERR="could not make the network namespace of env $name: $(tail -n 1 "$LB_RUN/$name.log")"
+		return 1
+	}
+	NET_RUN=(nsenter "--net=$LB_NET_DIR/$name.net" --)
+}
+
+# net_account: print the network helpers' account (made by provisioning)
+net_account() {
+	if ! getent passwd "$LB_NET_ACCOUNT" >/dev/null; then
+		LB_ERR="the account $LB_NET_ACCOUNT is missing: provision the guest again (llima-box vm provision)"
+		return 1
+	fi
+	printf '%s' "$LB_NET_ACCOUNT"
+}
+
+# net_start NAME PID START CGROUP: connect an isolated env's namespace (pasta) and publish its ports
+# (lib/ports.py), both in the env's cgroup (CGROUP, "" when none) and out of the caller's session.
+# pasta gets SIGPIPE at its default (Debian 12's refuses to start when it finds it ignored, as under sudo's pty).
+# 1 with LB_ERR set when either does not start.
+net_start() {
+	local name=$1 pid=$2 start=$3 cgroup=$4 log pins=() line ready
+	log=$LB_RUN/$name.log
+	if ! (
+		[[ -z $cgroup ]] || echo "$BASHPID" >"$cgroup/cgroup.procs"
+		exec setsid setpriv --reuid="$LB_NET_ACCOUNT" --regid="$LB_NET_ACCOUNT" --clear-groups \
+			--inh-caps=-all --bounding-set=-all --no-new-privs \
+			env --default-signal=PIPE pasta --quiet --config-net --no-map-gw --dns-forward "$LB_NET_DNS" \
+			-t none -u none -T none -U none \
+			--userns "$LB_NET_DIR/$name.user" --netns "$LB_NET_DIR/$name.net" \
+			</dev/null >/dev/null 2>>"$log" 9>&-
+	); then
+		LB_ERR="could not connect the network of env $name (pasta): $(tail -n 1 "$log")"
+		return 1
+	fi
+	if [[ -r $(env_dir "$name")/publish ]]; then
+		while read -r line; do
+			[[ -n $line ]] && pins+=("$line")
+		done <"$(env_dir "$name")/publish"
+	fi
+	ready=$(
+		[[ -z $cgroup ]] || echo "$BASHPID" >"$cgroup/cgroup.procs"
+		setsid python3 -I -S "$LB_LIB/ports.py" "$pid" "$start" "$LB_NET_ACCOUNT" "$(ports_file "$name")" \
+			"${pins[@]}" </dev/null 2>>"$log" 9>&- &
+	)
+	if [[ $ready != ready ]]; then
+		LB_ERR="could not publish the ports of env $name: $(tail -n 1 "$log")"
+		return 1
+	fi
+}
+
+ports_file() { printf '%s/roots/%s.ports' "$LB_RUN" "$1"; }
+
+# net_drop NAME: release an isolated env's namespace pins (pasta ends when they go) and its ports record
+net_drop() {
+	local kind pin
+	for kind in net user; do
+		pin=$LB_NET_DIR/$1.$kind
+		[[ -e $pin ]] || continue
+		umount -l "$pin" 2>/dev/null || true
+		rm -f "$pin"
+	done
+	rm -f "$(ports_file "$1")"
+}
