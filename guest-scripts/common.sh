@@ -282,13 +282,16 @@ make_env() {
 			-M -N -l -d "/home/$name" -s /bin/bash -c "llima-box env" "$name" ||
 			fail "useradd $name failed"
 	fi
-	if [[ ! -d $home ]]; then
+	if [[ ! -d $home && ! -f $home.img ]]; then
 		rm -rf --one-file-system "$home.new" # left by an interrupted create
 		mkdir -m 0700 "$home.new"
 		cp -a /etc/skel/. "$home.new/" 2>/dev/null || true
 		chmod 0700 "$home.new" # cp -a gave it skel's mode
 		chown -R --no-dereference "$name:$name" "$home.new"
-		mv "$home.new" "$home"
+		# shellcheck source=home.sh
+		source "$LB_LIB/home.sh"
+		home_make "$name" "$home.new" "${LB_HOME_SIZE:-$(home_default_size)}" || fail "$LB_ERR"
+		rm -rf --one-file-system "$home.new"
 	fi
 	mv -T "$dir.new" "$dir"
 }
@@ -304,6 +307,7 @@ destroy_env() {
 	cgroup_remove "$name"
 	remove_account "$name"
 	rm -rf --one-file-system "$(env_home "$name")" "$(env_home "$name").new"
+	rm -f "$(env_home "$name").img" "$(env_home "$name").img.new"
 	rm -rf "$(env_dir "$name")" "$(env_dir "$name").new"
 	rm -f "$(holder_file "$name")" "$(holder_file "$name").new" "$LB_RUN/$name.log" "$LB_RUN/roots/$name.fifo"
 	rmdir "$LB_RUN/roots/$name" 2>/dev/null || true

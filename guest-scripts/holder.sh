@@ -69,8 +69,12 @@ mount -t proc -o nosuid,nodev,noexec proc proc
 ro_bind /sys sys
 
 mkdir -p "home/$name"
-mount --bind "$home" "home/$name"
-mount -o remount,bind,nosuid,nodev "home/$name"
+if [[ -f $home.img ]]; then # a filesystem of its own (lib/home.sh)
+	mount -o loop,nosuid,nodev,noatime "$home.img" "home/$name"
+else # a home made before version 7
+	mount --bind "$home" "home/$name"
+	mount -o remount,bind,nosuid,nodev "home/$name"
+fi
 
 mkdir -p ".$project"
 mounted=$(python3 -I -S "$lib/project-mount.py" "$project" ".$project" "$owner" "$mode" "$uid" "$gid" ${userns:+"$userns"})

@@ -107,6 +107,14 @@ def ports(path, run, name, alive):
     return rows
 
 
+def home_size(state, name):
+    """Bytes the env's home filesystem holds at most (lib/home.sh); None for a home made before images."""
+    try:
+        return os.stat(f"{state}/home/{name}.img").st_size
+    except OSError:
+        return None
+
+
 def main(state, run, only=""):
     known = uids()
     lines = []
@@ -127,6 +135,7 @@ def main(state, run, only=""):
             "network": first_line(f"{path}/network") or "shared",
         }
         row["limits"] = limits(path, row["cgroup"] if row["alive"] else "")
+        row["limits"]["home"] = home_size(state, name)
         row["ports"] = ports(path, run, name, row["alive"]) if row["network"] == "isolated" else []
         lines.append(json.dumps(row, separators=(",", ":")) + "\n")
     sys.stdout.write("".join(lines))

@@ -3,8 +3,8 @@
 
 usage: ports.py HOLDER_PID HOLDER_START ACCOUNT STATE [INSIDE:OUTSIDE ...]
 
-Every second it reads which TCP ports listen in the env's network namespace and publishes each on
-127.0.0.1 of the guest: on the same port when that is free, else on a free one (Lima forwards the
+Every second it reads which TCP ports listen in the env's network namespace and publishes each (at most
+128) on 127.0.0.1 of the guest: on the same port when that is free, else on a free one (Lima forwards the
 guest's loopback listeners to the host's). INSIDE:OUTSIDE pins one (create --publish), bound at start
 whether or not anything listens yet. STATE gets a line "INSIDE PUBLISHED" per published port
 ("-" for a pinned port that was taken); `list` reads it. Prints "ready" once that holds.
@@ -22,9 +22,11 @@ import os
 import selectors
 import socket
 import sys
+import time
 
 CLONE_NEWNET, PR_SET_NO_NEW_PRIVS = 0x40000000, 38
 SCAN_SECONDS = 1.0
+MAX_PUBLISHED = 128  # an env listening on thousands of ports takes no more of the guest's
 CHUNK = 256 * 1024
 LISTEN = "0A"
 
@@ -129,6 +131,7 @@ class Relay:
         self.missing = {}  # inside port -> scans it has been missing
         self.found = {}
         self.ends = {}  # socket of a relayed connection -> End
+        self.written = None  # what the state file holds
 
     def pin(self, inside, outside):
         try:
@@ -142,9 +145,9 @@ class Relay:
 
     def scan(self):
         self.found = self.inside.submit(listeners).result()
-        for port in self.found:
+        for port in sorted(self.found):
             self.missing.pop(port, None)
-            if port not in self.published:
+            if port not in self.published and len(self.published) < MAX_PUBLISHED:
                 self.publish(port)
         for port, (s, _, pinned) in list(self.published.items()):
             if pinned or port in self.found:
@@ -171,8 +174,10 @@ class Relay:
     def write_state(self):
         lines = "".join(f"{inside} {outside or '-'}\n" for inside, (_, outside, _) in sorted(self.published.items()))
         data = lines.encode()
-        os.pwrite(self.state_fd, data, 0)
-        os.ftruncate(self.state_fd, len(data))
+        if data != self.written:
+            os.pwrite(self.state_fd, data, 0)
+            os.ftruncate(self.state_fd, len(data))
+            self.written = data
 
     def accept(self, listener, port):
         try:
@@ -244,6 +249,11 @@ class Relay:
         data = s.recv(CHUNK)
         peer = self.ends[end.peer]
         if data:
+            if not peer.connecting:
+                try:
+                    data = data[end.peer.send(data):]
+                except (BlockingIOError, InterruptedError):
+                    pass
             peer.pending = data
             return
         end.eof = True
@@ -263,8 +273,9 @@ class Relay:
         self.scan()
         os.write(1, b"ready\n")  # the pinned ports are bound and the state is written
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        next_scan = time.monotonic() + SCAN_SECONDS
         while True:
-            for key, events in self.sel.select(SCAN_SECONDS):
+            for key, events in self.sel.select(max(0.0, next_scan - time.monotonic())):
                 kind, other = key.data
                 if kind == "holder":
                     return
@@ -272,7 +283,9 @@ class Relay:
                     self.accept(key.fileobj, other)
                 else:
                     self.on_end(key.fileobj, events)
-            self.scan()
+            if time.monotonic() >= next_scan:
+                self.scan()
+                next_scan = time.monotonic() + SCAN_SECONDS
 
 
 def main(pid, start, account, state, *pins):

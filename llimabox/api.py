@@ -290,11 +290,13 @@ def _ensure_current(backend: Backend) -> int | None:
 
 
 def create_options(network: str | None = None, memory: str | None = None, pids: int | None = None,
-                   cpus: float | None = None, publish: t.Sequence[str] = ()) -> list[str]:
-    """The guest's ``create`` options for an env's network, published ports and limits (those given)."""
+                   cpus: float | None = None, publish: t.Sequence[str] = (), home: str | None = None) -> list[str]:
+    """The guest's ``create`` options for an env's network, published ports, home size and limits (those given)."""
     args = ["--network", network] if network is not None else []
     for spec in publish:
         args += ["--publish", str(spec)]
+    if home is not None:
+        args += ["--home", str(home).strip()]
     if memory is not None:
         args += ["--memory", str(memory).strip()]
     if pids is not None:
@@ -305,7 +307,8 @@ def create_options(network: str | None = None, memory: str | None = None, pids: 
 
 
 def _config_options(config: Config) -> list[str]:
-    return create_options(config.env_network, config.env_memory, config.env_pids, config.env_cpus)
+    return create_options(config.env_network, config.env_memory, config.env_pids, config.env_cpus,
+                          home=config.env_home)
 
 
 def create(
@@ -319,14 +322,16 @@ def create(
     pids: int | None = None,
     cpus: float | None = None,
     publish: t.Sequence[str] = (),
+    home: str | None = None,
 ) -> str:
     """Create the env of ``path`` (default: the working directory) and return its name.
 
     Creating an env that exists already succeeds; limits given then apply to it at once (the sizes of
     its /tmp, /var/tmp and /dev/shm at its next start), its ``network`` (``isolated``, ``offline`` or
-    ``shared``) and ``publish`` (``INSIDE[:OUTSIDE]`` ports of an isolated env, always published)
-    cannot change. What is not given keeps its value, or for a new env comes from the config
-    (``env_network``, ``env_memory``, ``env_pids``, ``env_cpus``) or the guest's defaults.
+    ``shared``), ``publish`` (``INSIDE[:OUTSIDE]`` ports of an isolated env, always published) and
+    ``home`` (the size of its home's filesystem) cannot change. What is not given keeps its value, or for
+    a new env comes from the config (``env_network``, ``env_memory``, ``env_pids``, ``env_cpus``,
+    ``env_home``) or the guest's defaults.
     """
     if config is None:
         from llimabox.config import load_config
@@ -334,7 +339,7 @@ def create(
         config = load_config(os.environ, overrides)
     backend = open_backend(config, overrides, accept_host_key)
     try:
-        given = create_options(network, memory, pids, cpus, publish)
+        given = create_options(network, memory, pids, cpus, publish, home)
         return create_in(backend, path if path is not None else os.getcwd(), given, _config_options(config))
     finally:
         backend.close()

@@ -25,6 +25,7 @@ FIELDS: list[tuple[str, type, object, str]] = [
     ("env_memory", str, None, "memory of each new env, e.g. 4G (default: 3/4 of the guest's; no swap)"),
     ("env_pids", int, None, "processes and threads of each new env (default: 4096)"),
     ("env_cpus", float, None, "CPUs each new env may use at most, e.g. 1.5 (default: no cap, an equal share)"),
+    ("env_home", str, None, "size of each new env's home filesystem, e.g. 20G (default: a quarter of the disk)"),
     ("vm_name", str, "llima-box", "lima backend: the VM instance name"),
     ("lima_config", str, None, "lima backend: your own lima.yaml instead of the embedded one"),
     ("sudo", bool, True, "run the guest scripts through sudo -n (unless the guest user is root)"),
@@ -72,6 +73,7 @@ class Config:
     env_memory: str | None = None
     env_pids: int | None = None
     env_cpus: float | None = None
+    env_home: str | None = None
     vm_name: str = "llima-box"
     lima_config: str | None = None
     sudo: bool = True

@@ -68,9 +68,12 @@ n=$1
 getent passwd "$n" >/dev/null && echo "user $n"
 getent group "$n" >/dev/null && echo "group $n"
 for p in /var/lib/llima-box/envs/$n /var/lib/llima-box/envs/$n.new /var/lib/llima-box/home/$n \
-	/var/lib/llima-box/home/$n.new /run/llima-box/$n.holder /run/llima-box/roots/$n /run/llima-box/roots/$n.fifo; do
+	/var/lib/llima-box/home/$n.new /var/lib/llima-box/home/$n.img /var/lib/llima-box/home/$n.img.new \
+	/run/llima-box/$n.holder /run/llima-box/roots/$n /run/llima-box/roots/$n.fifo \
+	/run/llima-box-net/$n.net /run/llima-box-net/$n.user /run/llima-box/roots/$n.ports; do
 	[ -e "$p" ] && echo "path $p"
 done
+losetup -a 2>/dev/null | grep -F "/var/lib/llima-box/home/$n.img" | sed 's/^/loop /'
 grep -F " /run/llima-box/roots/$n" /proc/self/mountinfo | sed 's/^/mount /'
 for c in /proc/[0-9]*/cmdline; do
 	tr '\0' ' ' <"$c" 2>/dev/null | grep -q -- "holder.sh $n " && echo "holder ${c//[^0-9]/}"

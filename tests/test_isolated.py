@@ -212,3 +212,21 @@ def test_the_network_helpers_hold_nothing_an_env_could_use(guest, env_name, proj
         assert r.returncode != 0 and r.stderr.count("Operation not permitted") == 2, r.stderr
     finally:
         guest.guest_script("delete", env_name)
+
+
+def test_a_listener_that_ends_is_unpublished_and_its_port_freed(guest, env_name, project):
+    assert guest.guest_script("create", env_name, project).returncode == 0
+    server = serve(guest, env_name, project)
+    try:
+        port = published(guest, env_name, 3000)
+        assert guest.enter(env_name, project, "pkill", "-f", "http.server").returncode == 0
+        deadline = time.monotonic() + 10
+        while rows(guest)[env_name]["ports"]:
+            assert time.monotonic() < deadline, rows(guest)[env_name]["ports"]
+            time.sleep(0.2)
+        probe = ATTEMPT + f"print(attempt(socket.AF_INET, ('127.0.0.1', {port})))"
+        assert guest.run(["python3", "-c", probe]).stdout.split() == ["refused-111"]  # the guest's port is free again
+    finally:
+        server.kill()
+        server.wait()
+        guest.guest_script("delete", env_name)

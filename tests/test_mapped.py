@@ -83,7 +83,8 @@ def assert_no_per_uid_kernel_object_is_the_owners(guest: Guest, env: tuple[str, 
     assert guest.run(["python3", "-c", KEY, "add"], user="alice").stdout == "True\n"
     assert guest.enter(*env, "python3", "-c", KEY, "search").stdout == "False\n"
     name = f"lb-peer-{secrets.token_hex(3)}"
-    with subprocess.Popen(guest.argv(["python3", "-c", PEERCRED, f"/var/lib/llima-box/home/{env[0]}/{name}"]),
+    holder = guest.run(["cat", f"/run/llima-box/{env[0]}.holder"]).stdout.split()[0]
+    with subprocess.Popen(guest.argv(["python3", "-c", PEERCRED, f"/proc/{holder}/root/home/{env[0]}/{name}"]),
                           stdout=subprocess.PIPE, text=True) as service:
         try:
             assert service.stdout.readline() == "listening\n"

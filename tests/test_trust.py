@@ -77,13 +77,13 @@ def test_list_and_delete_touch_the_callers_envs_only(guest, bob_may_sudo, env_na
 def test_env_homes_are_private(guest, env_name, project):
     assert guest.enter(env_name, project, "sh", "-c", "umask 022; mkdir -p ~/.config && echo t > ~/.config/token"
                        ).returncode == 0
-    home = f"/var/lib/llima-box/home/{env_name}"
+    image = f"/var/lib/llima-box/home/{env_name}.img"  # the home's filesystem (lib/home.sh)
     try:
-        assert guest.run(["stat", "-c", "%a", home]).stdout == "700\n"
-        assert guest.run(["cat", f"{home}/.config/token"], user="bob").returncode != 0
-        guest.run(["chmod", "0755", home]).check_returncode()  # as guest scripts before version 6 left it
-        guest.reprovision().check_returncode()
-        assert guest.run(["stat", "-c", "%a", home]).stdout == "700\n"
+        assert guest.run(["stat", "-c", "%a %U", image]).stdout == "600 root\n"
+        assert guest.enter(env_name, project, "stat", "-c", "%a %U", f"/home/{env_name}").stdout == f"700 {env_name}\n"
+        holder = guest.run(["cat", f"/run/llima-box/{env_name}.holder"]).stdout.split()[0]
+        for path in (image, f"/proc/{holder}/root/home/{env_name}/.config/token"):
+            assert guest.run(["cat", path], user="bob").returncode != 0
     finally:
         guest.guest_script("delete", env_name)
 

@@ -20,18 +20,20 @@ __all__ = ["create", "list_envs", "ports", "delete", "delete_all"]
                    "loopback only; shared: the guest's. Fixed once made. [env_network]")
 @click.option("--publish", "publish", multiple=True, metavar="INSIDE[:OUTSIDE]",
               help="Always publish the env's port INSIDE on the guest's OUTSIDE (default the same). Repeatable.")
+@click.option("--home", metavar="SIZE", help="Size of its home's filesystem, e.g. 20G. Fixed once made. [env_home]")
 @click.option("--memory", metavar="SIZE", help="Memory the env may use, e.g. 4G (no swap). [env_memory]")
 @click.option("--pids", type=click.IntRange(min=16), metavar="N", help="Processes and threads at most. [env_pids]")
 @click.option("--cpus", type=click.FloatRange(min=0.01), metavar="N", help="CPUs at most, e.g. 1.5. [env_cpus]")
 @pass_globals
-def create(g: Globals, path: str | None, network: str | None, publish: tuple[str, ...], memory: str | None,
-           pids: int | None, cpus: float | None) -> None:
+def create(g: Globals, path: str | None, network: str | None, publish: tuple[str, ...], home: str | None,
+           memory: str | None, pids: int | None, cpus: float | None) -> None:
     """Create the env of PATH (default: the current directory) and print its name.
 
     Creating an env that exists already succeeds; limits given then change at once (the sizes of its
     /tmp, /var/tmp and /dev/shm, a quarter of its memory each, at its next start). Defaults: 3/4 of the
-    guest's memory, 4096 processes, an equal CPU share. An isolated env's listening ports are published
-    on the guest's loopback as they open (`llima-box ports` shows where).
+    guest's memory, 4096 processes, an equal CPU share, a home of a quarter of the guest's disk. An
+    isolated env's listening ports are published on the guest's loopback as they open (`llima-box ports`
+    shows where).
 
     \b
     Examples:
@@ -42,7 +44,7 @@ def create(g: Globals, path: str | None, network: str | None, publish: tuple[str
     """
     from llimabox import api
 
-    click.echo(api.create(path, network=network, memory=memory, pids=pids, cpus=cpus, publish=publish,
+    click.echo(api.create(path, network=network, memory=memory, pids=pids, cpus=cpus, publish=publish, home=home,
                           **g.api_kwargs()))
 
 

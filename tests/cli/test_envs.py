@@ -94,11 +94,11 @@ def test_status_not_provisioned_is_1(lb, monkeypatch, tmp_path) -> None:
     assert json.loads(result.stdout)["provisioned"] is False
 
 
-def test_create_publish_and_ports(lb, project, guest) -> None:
+def test_create_publish_home_and_ports(lb, project, guest) -> None:
     from tests.guest import free_port
 
     outside = free_port()
-    result = lb("create", str(project), "--publish", f"3000:{outside}", "--publish", "5173")
+    result = lb("create", str(project), "--publish", f"3000:{outside}", "--publish", "5173", "--home", "96M")
     assert result.exit_code == 0, result.stderr
     name = result.stdout.strip()
     want = [{"name": name, "project": str(project), "inside": 3000, "published": outside},
@@ -108,6 +108,7 @@ def test_create_publish_and_ports(lb, project, guest) -> None:
     rows = {r["name"]: r for r in lb.json("list")}
     assert rows[name]["network"] == "isolated" and rows[name]["ports"] == [{k: w[k] for k in ("inside", "published")}
                                                                           for w in want]
+    assert rows[name]["limits"]["home"] == 96 << 20
     table = lb("ports", str(project)).stdout.splitlines()
     assert table[0].split() == ["ENV", "PROJECT", "INSIDE", "PUBLISHED"]
     assert table[1].split()[-2:] == ["3000", str(outside)]

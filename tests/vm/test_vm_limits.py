@@ -44,7 +44,7 @@ def envs(vm: VM, lb: LB) -> t.Iterator[tuple[Path, Path]]:
     a = vm.host_project(vm.share("9p"), f"limits-a-{secrets.token_hex(2)}")
     b = vm.host_project(vm.share("9p"), f"limits-b-{secrets.token_hex(2)}")
     made = []
-    for project, flags in ((a, ["--memory", "256M", "--pids", "64", "--cpus", "0.5"]), (b, [])):
+    for project, flags in ((a, ["--memory", "256M", "--pids", "64", "--cpus", "0.5", "--home", "96M"]), (b, [])):
         r = lb("create", str(project), *flags)
         assert r.returncode == 0, r.stderr
         made.append(r.stdout.decode().strip())
@@ -57,7 +57,7 @@ def test_the_limits_are_the_env_cgroups(vm: VM, lb: LB, envs: tuple[Path, Path])
     a, _ = envs
     name = lb("shell", str(a), "--", "hostname").stdout.decode().strip()
     row = lb.guest_envs()[name]
-    assert row["limits"] == {"memory": 256 << 20, "pids": 64, "cpus": 0.5, "enforced": True}
+    assert row["limits"] == {"memory": 256 << 20, "pids": 64, "cpus": 0.5, "enforced": True, "home": 96 << 20}
     assert ".scope" in row["cgroup"]
     r = vm.root(f"cat {row['cgroup']}/memory.swap.max {row['cgroup']}/cpu.max")
     assert r.stdout.split() == ["0", "50000", "100000"], r.stderr
@@ -90,3 +90,13 @@ def test_filling_the_envs_tmp_fails_there_only(lb: LB, envs: tuple[Path, Path]) 
     assert b"No space left on device" in r.stdout, r.stdout  # /tmp: a quarter of A's 256 MiB
     r = lb.shell(b, "dd if=/dev/zero of=/tmp/fill bs=1M count=100 status=none && echo ok; rm -f /tmp/fill")
     assert r.stdout == b"ok\n", r.stderr
+
+
+def test_a_full_home_leaves_the_other_env_and_the_guest_writable(vm: VM, lb: LB, envs: tuple[Path, Path]) -> None:
+    a, b = envs
+    r = lb.shell(a, "head -c 200M /dev/zero > ~/fill; echo rc=$?; df -B1M --output=size ~ | tail -n 1")
+    assert r.stdout.split()[0] == b"rc=1" and b"No space left on device" in r.stderr, (r.stdout, r.stderr)
+    assert int(r.stdout.split()[1]) <= 96
+    assert lb.shell(b, "head -c 16M /dev/zero > ~/f && rm ~/f && echo ok").stdout == b"ok\n"
+    assert vm.ssh("head -c 16M /dev/zero > ~/f && rm ~/f && echo ok").stdout == "ok\n"
+    assert lb.shell(a, "rm ~/fill && echo ok").stdout == b"ok\n"
