@@ -60,18 +60,6 @@ net_account() {
 net_start() {
 	local name=$1 pid=$2 start=$3 cgroup=$4 log pins=() line ready
 	log=$LB_RUN/$name.log
-	if ! (
-		[[ -z $cgroup ]] || echo "$BASHPID" >"$cgroup/cgroup.procs"
-		exec setsid setpriv --reuid="$LB_NET_ACCOUNT" --regid="$LB_NET_ACCOUNT" --clear-groups \
-			--inh-caps=-all --bounding-set=-all --no-new-privs \
-			env --default-signal=PIPE pasta --quiet --config-net --no-map-gw --dns-forward "$LB_NET_DNS" \
-			-t none -u none -T none -U none \
-			--userns "$LB_NET_DIR/$name.user" --netns "$LB_NET_DIR/$name.net" \
-			</dev/null >/dev/null 2>>"$log" 9>&-
-	); then
-		LB_ERR="could not connect the network of env $name (pasta): $(tail -n 1 "$log")"
-		return 1
-	fi
 	if [[ -r $(env_dir "$name")/publish ]]; then
 		while read -r line; do
 			[[ -n $line ]] && pins+=("$line")
@@ -79,11 +67,17 @@ net_start() {
 	fi
 	ready=$(
 		[[ -z $cgroup ]] || echo "$BASHPID" >"$cgroup/cgroup.procs"
+		setsid setpriv --reuid="$LB_NET_ACCOUNT" --regid="$LB_NET_ACCOUNT" --clear-groups \
+			--inh-caps=-all --bounding-set=-all --no-new-privs \
+			env --default-signal=PIPE pasta --quiet --config-net --no-map-gw --dns-forward "$LB_NET_DNS" \
+			-t none -u none -T none -U none \
+			--userns "$LB_NET_DIR/$name.user" --netns "$LB_NET_DIR/$name.net" \
+			</dev/null >/dev/null 2>>"$log" 9>&- || exit 0 # pasta returns once the namespace is connected
 		setsid python3 -I -S "$LB_LIB/ports.py" "$pid" "$start" "$LB_NET_ACCOUNT" "$(ports_file "$name")" \
 			"${pins[@]}" </dev/null 2>>"$log" 9>&- &
 	)
 	if [[ $ready != ready ]]; then
-		LB_ERR="could not publish the ports of env $name: $(tail -n 1 "$log")"
+		LB_ERR="could not connect the network of env $name: $(tail -n 1 "$log")"
 		return 1
 	fi
 }

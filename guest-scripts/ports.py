@@ -15,13 +15,14 @@ that connects into the env. Then it drops to ACCOUNT, with no capabilities and n
 rest of the process stays in the guest's network namespace, where it listens.
 """
 
-import concurrent.futures
 import ctypes
 import errno
 import os
+import queue
 import selectors
 import socket
 import sys
+import threading
 import time
 
 CLONE_NEWNET, PR_SET_NO_NEW_PRIVS = 0x40000000, 38
@@ -58,6 +59,41 @@ def _readable(fd):
     sel = selectors.DefaultSelector()
     sel.register(fd, selectors.EVENT_READ)
     return bool(sel.select(0))
+
+
+class Inside:
+    """One thread in the env's network namespace, running what it is given there (a socket made there
+    belongs to that namespace for good, whichever thread uses it)."""
+
+    def __init__(self, pid, pidfd):
+        self.requests = queue.SimpleQueue()
+        started = queue.SimpleQueue()
+        threading.Thread(target=self._serve, args=(pid, pidfd, started), daemon=True).start()
+        error = started.get()
+        if error is not None:
+            raise error
+
+    def _serve(self, pid, pidfd, started):
+        try:
+            join_netns(pid, pidfd)
+        except OSError as e:
+            started.put(e)
+            return
+        started.put(None)
+        while True:
+            fn, args, reply = self.requests.get()
+            try:
+                reply.put((fn(*args), None))
+            except OSError as e:
+                reply.put((None, e))
+
+    def run(self, fn, *args):
+        reply = queue.SimpleQueue()
+        self.requests.put((fn, args, reply))
+        value, error = reply.get()
+        if error is not None:
+            raise error
+        return value
 
 
 def listeners():
@@ -126,7 +162,7 @@ class Relay:
         self.sel = selectors.DefaultSelector()
         self.sel.register(pidfd, selectors.EVENT_READ, ("holder", None))
         self.state_fd = state_fd
-        self.inside = inside  # the executor whose one thread is in the env's network namespace
+        self.inside = inside
         self.published = {}  # inside port -> (listener or None, published port, pinned)
         self.missing = {}  # inside port -> scans it has been missing
         self.found = {}
@@ -144,7 +180,7 @@ class Relay:
         self.published[inside] = (s, outside, True)
 
     def scan(self):
-        self.found = self.inside.submit(listeners).result()
+        self.found = self.inside.run(listeners)
         for port in sorted(self.found):
             self.missing.pop(port, None)
             if port not in self.published and len(self.published) < MAX_PUBLISHED:
@@ -186,7 +222,7 @@ class Relay:
             return
         family, address = self.found.get(port, (socket.AF_INET, "127.0.0.1"))
         try:
-            upstream = self.inside.submit(socket.socket, family, socket.SOCK_STREAM).result()
+            upstream = self.inside.run(socket.socket, family, socket.SOCK_STREAM)
         except OSError:
             client.close()
             return
@@ -297,10 +333,7 @@ def main(pid, start, account, state, *pins):
             raise ValueError(f"bad port pair {spec}")
         pinned.append((inside, outside))
     state_fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    inside = concurrent.futures.ThreadPoolExecutor(max_workers=1, initializer=join_netns,
-                                                   initargs=(int(pid), pidfd))
-    inside.submit(lambda: None).result()  # the one thread is in the env's namespace before privileges go
-    relay = Relay(pidfd, state_fd, inside)
+    relay = Relay(pidfd, state_fd, Inside(int(pid), pidfd))  # its thread is in the namespace before privileges go
     for inside_port, outside in pinned:
         relay.pin(inside_port, outside)
     drop_to(account)
