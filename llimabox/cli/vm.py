@@ -38,7 +38,7 @@ def start(
     Example:
         llima-box vm start --config ./my-lima.yaml -- --vm-type vz
     """
-    from llimabox.lima import manage
+    from llimabox import vm as manage
 
     extra = [*(["--cpus", str(cpus)] if cpus else []), *(["--memory", memory] if memory else [])]
     extra += [*(["--disk", disk] if disk else []), *limactl_args]
@@ -50,7 +50,7 @@ def start(
 @pass_globals
 def stop(g: Globals, force: bool) -> None:
     """Stop the VM (the envs keep their homes; they start again with the VM)."""
-    from llimabox.lima import manage
+    from llimabox import vm as manage
 
     click.echo(manage.stop(manage.open_vm(g.api_kwargs()["overrides"]), force=force))
 
@@ -60,8 +60,8 @@ def stop(g: Globals, force: bool) -> None:
 @pass_globals
 def delete(g: Globals, yes: bool) -> None:
     """Delete the VM with every env in it (projects on the host are not touched)."""
+    from llimabox import vm as manage
     from llimabox.cli.envs import _confirm
-    from llimabox.lima import manage
 
     vm_ = manage.open_vm(g.api_kwargs()["overrides"])
     _confirm(f"Delete the Lima VM {vm_.name} and every env in it?", yes)
@@ -73,7 +73,7 @@ def delete(g: Globals, yes: bool) -> None:
 @pass_globals
 def status(g: Globals, as_json: bool) -> int:
     """Show the VM's status (Running, Stopped, Broken or missing); exit 1 unless Running."""
-    from llimabox.lima import manage
+    from llimabox import vm as manage
 
     info = manage.status(manage.open_vm(g.api_kwargs()["overrides"]))
     if as_json:
@@ -88,7 +88,7 @@ def status(g: Globals, as_json: bool) -> int:
 @pass_globals
 def provision(g: Globals) -> None:
     """Install or upgrade the guest side in the VM now (it also happens at every boot)."""
-    from llimabox.lima import manage
+    from llimabox import vm as manage
 
     click.echo(manage.provision(g.api_kwargs()["overrides"]))
 
@@ -98,7 +98,7 @@ def provision(g: Globals) -> None:
 @pass_globals
 def logs(g: Globals, lines: int) -> None:
     """Show the tail of the VM's Lima logs (host agent, serial console)."""
-    from llimabox.lima import manage
+    from llimabox import vm as manage
 
     for path, text in manage.logs(manage.open_vm(g.api_kwargs()["overrides"]), lines):
         click.echo(f"==> {path} <==")

@@ -30,7 +30,30 @@ from llimabox.serve.accounts import Refused, project_label, resolve_project
 if t.TYPE_CHECKING:
     import paramiko
 
-    from llimabox.serve.server import Connection
+    from llimabox.config import Config
+    from llimabox.serve.accounts import Account, Login
+    from llimabox.serve.audit import Audit
+
+
+class Sessions(t.Protocol):
+    """What a session needs of the server (``serve.server.Server``): its settings, audit and session count."""
+
+    config: Config
+    audit: Audit
+
+    def claim(self, user: str) -> bool: ...
+
+    def release(self, user: str) -> None: ...
+
+
+class Connection(t.Protocol):
+    """What a session needs of its SSH connection (``serve.server.Connection``), once authenticated."""
+
+    server: Sessions
+    transport: paramiko.Transport
+    source: str
+    account: Account
+    login: Login
 
 __all__ = ["Session", "ALLOWED_ENV", "relay", "process_tree"]
 
