@@ -296,22 +296,30 @@ make_env() {
 	mv -T "$dir.new" "$dir"
 }
 
-# destroy_env NAME: end the env's processes, drop its namespaces, user, home and record (under
-# its lock); never touches the project
-destroy_env() {
+# stop_env NAME: end every process of the env and release its namespaces, cgroup and network (under
+# its lock); its user, home and record stay
+stop_env() {
 	local name=$1
 	kill_holders "$name"
 	# shellcheck source=network.sh
 	source "$LB_LIB/network.sh"
 	net_drop "$name" # pasta ends when its namespace pins go
 	cgroup_remove "$name"
+	drop_userns "$name"
+	rm -f "$(holder_file "$name")" "$(holder_file "$name").new" "$LB_RUN/roots/$name.fifo"
+}
+
+# destroy_env NAME: stop the env, then drop its user, home and record (under its lock); never touches
+# the project
+destroy_env() {
+	local name=$1
+	stop_env "$name"
 	remove_account "$name"
 	rm -rf --one-file-system "$(env_home "$name")" "$(env_home "$name").new"
 	rm -f "$(env_home "$name").img" "$(env_home "$name").img.new"
 	rm -rf "$(env_dir "$name")" "$(env_dir "$name").new"
-	rm -f "$(holder_file "$name")" "$(holder_file "$name").new" "$LB_RUN/$name.log" "$LB_RUN/roots/$name.fifo"
+	rm -f "$LB_RUN/$name.log"
 	rmdir "$LB_RUN/roots/$name" 2>/dev/null || true
-	drop_userns "$name"
 }
 
 userns_pin() { printf '%s/roots/%s.userns' "$LB_RUN" "$1"; }

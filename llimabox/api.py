@@ -516,6 +516,41 @@ def delete(
         backend.close()
 
 
+def stop(
+    target: str | None = None,
+    *,
+    config: Config | None = None,
+    overrides: Overrides | None = None,
+    accept_host_key: bool = False,
+) -> str:
+    """Stop an env given by NAME or project PATH (default: the env containing the working directory).
+
+    Every process of the env ends; its home, user and record stay, and the next ``shell`` starts it
+    again. Returns the env's name.
+
+    :raises EnvNotFound: the guest has no such env.
+    """
+    from llimabox.backends.base import one_line
+
+    backend = open_backend(config, overrides, accept_host_key)
+    store = _open_store()
+    try:
+        name = _delete_target(backend, store, target)
+    finally:
+        store.close()
+    try:
+        code, _, err = backend.run_verb("stop", name)
+        if code == 2:
+            raise InvalidInput(one_line(err, "guest stop: bad argument"))
+        if code != 0 and b"llima-box-guest: no env " in err:
+            raise EnvNotFound(f"no env {target or name!r} on {backend.identity}")
+        if code != 0:
+            raise GuestScriptFailed(one_line(err, f"guest stop failed with exit status {code}"))
+        return name
+    finally:
+        backend.close()
+
+
 def delete_all(
     *, config: Config | None = None, overrides: Overrides | None = None, accept_host_key: bool = False
 ) -> list[str]:

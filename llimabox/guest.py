@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 GUEST_PREFIX = "/usr/local/libexec/llima-box"
-VERBS = ("create", "enter", "delete", "list", "version")
+VERBS = ("create", "enter", "stop", "delete", "list", "version")
 #: Environment variables ``enter --env`` accepts, and the values it accepts for them.
 ENV_VARS = re.compile(r"^(TERM|LANG|COLORTERM|LC_[A-Z]+)$")
 _ENV_VALUE = re.compile(r"^[A-Za-z0-9._@:+=-]*$")

@@ -14,7 +14,7 @@ import click
 from llimabox import __version__
 from llimabox.cli._common import CONTEXT_SETTINGS, Globals
 from llimabox.cli.doctor import doctor
-from llimabox.cli.envs import create, delete, delete_all, list_envs, ports
+from llimabox.cli.envs import create, delete, delete_all, list_envs, ports, stop
 from llimabox.cli.guest import provision, status
 from llimabox.cli.serve import audit, serve
 from llimabox.cli.shell import shell
@@ -108,8 +108,8 @@ def cli(
         logging.basicConfig(level=logging.DEBUG, format="llima-box: %(levelname)s: %(message)s")
 
 
-for _command in (shell, create, list_envs, ports, delete, delete_all, status, provision, verify, vm, doctor, serve,
-                 audit):
+for _command in (shell, create, list_envs, ports, stop, delete, delete_all, status, provision, verify, vm, doctor,
+                 serve, audit):
     cli.add_command(_command)
 
 main = cli

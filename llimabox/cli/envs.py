@@ -10,7 +10,7 @@ import click
 
 from llimabox.cli._common import CONTEXT_SETTINGS, Globals, pass_globals
 
-__all__ = ["create", "list_envs", "ports", "delete", "delete_all"]
+__all__ = ["create", "list_envs", "ports", "stop", "delete", "delete_all"]
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -120,6 +120,24 @@ def _confirm(question: str, yes: bool) -> None:
         raise click.UsageError("not a terminal: pass --yes to confirm")
     if not click.confirm(question, default=False):
         raise click.Abort()
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("target", metavar="[PATH|NAME]", required=False)
+@pass_globals
+def stop(g: Globals, target: str | None) -> None:
+    """Stop the env of PATH or NAME (default: the env of the current directory).
+
+    Every process in it ends (servers, daemons, its network); its home and user stay, and the next
+    `llima-box shell` starts it again.
+
+    \b
+    Example:
+        llima-box stop ~/src/app
+    """
+    from llimabox import api
+
+    click.echo(api.stop(target, **g.api_kwargs()))
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)

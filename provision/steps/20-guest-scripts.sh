@@ -13,7 +13,7 @@ put() { # put SRC DEST MODE
 }
 
 install -d -m 0755 -o root -g root "$prefix" "$prefix/lib"
-for verb in create enter delete list version; do
+for verb in create enter stop delete list version; do
 	put "$src/$verb.sh" "$prefix/$verb" 0755
 done
 for lib in common.sh places.sh cgroup.sh holder.sh spawn-holder.sh agent-bind.py agent-relay.py project-mount.py tty-relay.py clear-keys.py userns.py limits.sh network.sh netns.py ports.py home.sh \

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The one sudoers rule: the login user (and the members of --group) may run exactly the five
+# The one sudoers rule: the login user (and the members of --group) may run exactly the six
 # guest verbs as root. Checked with visudo before it is put in place.
 set -euo pipefail
 file=/etc/sudoers.d/llima-box
@@ -19,7 +19,7 @@ tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
 cat >"$tmp" <<SUDOERS
 # Installed by llima-box provisioning; changes are overwritten.
-Cmnd_Alias LLIMA_BOX = $p/create, $p/enter, $p/delete, $p/list, $p/version
+Cmnd_Alias LLIMA_BOX = $p/create, $p/enter, $p/stop, $p/delete, $p/list, $p/version
 Defaults!LLIMA_BOX use_pty
 ${LB_USER:+$LB_USER ALL=(root) NOPASSWD: LLIMA_BOX}
 ${LB_GROUP:+%$LB_GROUP ALL=(root) NOPASSWD: LLIMA_BOX}

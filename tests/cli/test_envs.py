@@ -116,3 +116,14 @@ def test_create_publish_home_and_ports(lb, project, guest) -> None:
     assert result.exit_code == 2 and "--publish takes" in result.stderr and len(result.stderr.splitlines()) == 1
     result = lb("ports", str(project / ".." / "nothing-here"))
     assert result.exit_code == 2 and "no env for" in result.stderr
+
+
+def test_stop_then_shell_starts_it_again(lb, project) -> None:
+    name = lb("create", str(project)).stdout.strip()
+    assert lb("shell", str(project), "--", "sh", "-c", "echo kept > ~/note").exit_code == 0
+    result = lb("stop", str(project))
+    assert result.exit_code == 0 and result.stdout.strip() == name, result.stderr
+    assert {r["name"]: r["status"] for r in lb.json("list")}[name] == "stopped"
+    assert lb("shell", str(project), "--", "cat", f"/home/{name}/note").stdout == "kept\n"
+    result = lb("stop", "lb-nothing")
+    assert result.exit_code == 1 and "no env" in result.stderr
