@@ -272,6 +272,7 @@ make_env() {
 	[[ -z ${LB_LIMITS:-} ]] || printf '%s\n' "$LB_LIMITS" >"$dir.new/limits" # create's --memory, --pids, --cpus
 	printf '%s\n' "${LB_NETWORK:-isolated}" >"$dir.new/network" # create's --network (lib/network.sh)
 	[[ -z ${LB_PUBLISH:-} ]] || printf '%s' "$LB_PUBLISH" >"$dir.new/publish" # create's --publish, a line each
+	[[ -z ${LB_ALLOW:-} ]] || printf '%s' "$LB_ALLOW" >"$dir.new/allow" # create's --allow, a line each
 	printf '%s\n' "$owner" >"$dir.new/owner"
 	date -u +%Y-%m-%dT%H:%M:%SZ >"$dir.new/created"
 	account_whole "$name" || remove_account "$name"

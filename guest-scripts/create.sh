@@ -1,10 +1,11 @@
 #!/bin/bash
 # create NAME PROJECT [--owner ACCOUNT] [--network isolated|offline|shared] [--publish INSIDE[:OUTSIDE]]...
-#        [--home SIZE] [--memory SIZE] [--pids N] [--cpus N]:
+#        [--allow HOST]... [--home SIZE] [--memory SIZE] [--pids N] [--cpus N]:
 # make the env (user, home, namespaces); idempotent. PROJECT must belong to the caller (sudo's
 # SUDO_UID); a root caller may name the account. Fixed when the env is made: --network (lib/network.sh;
 # default isolated), --publish (an isolated env's port INSIDE always on the guest's OUTSIDE, default the
-# same), --home (the size of its home's filesystem, lib/home.sh). The limits (lib/limits.sh) are recorded
+# same), --allow (the only hosts an isolated env reaches, through its filtering proxy; .example.com: and
+# its subdomains), --home (the size of its home's filesystem, lib/home.sh). The limits (lib/limits.sh) are recorded
 # and, for a running env, applied now (the sizes of /tmp, /var/tmp and /dev/shm at its next start).
 set -euo pipefail
 # shellcheck source=common.sh
@@ -15,9 +16,9 @@ source "$LB_LIB/limits.sh"
 source "$LB_LIB/network.sh"
 need_root
 usage="usage: create NAME PROJECT [--owner ACCOUNT] [--network isolated|offline|shared] [--publish INSIDE[:OUTSIDE]]... \
-[--home SIZE] [--memory SIZE] [--pids N] [--cpus N]"
+[--allow HOST]... [--home SIZE] [--memory SIZE] [--pids N] [--cpus N]"
 (($# >= 2)) || bad "$usage"
-name=$1 project=$2 owner="" network="" publish="" home_size=""
+name=$1 project=$2 owner="" network="" publish="" home_size="" allow=""
 shift 2
 limits=()
 port_number() { [[ $1 =~ ^[1-9][0-9]{0,4}$ ]] && (($1 <= 65535)); }
@@ -29,6 +30,11 @@ while (($#)); do
 		[[ $2 == isolated || $2 == offline || $2 == shared ]] ||
 			bad "--network takes isolated, offline or shared, not '$2'"
 		network=$2
+		;;
+	--allow)
+		[[ $2 =~ ^\.?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$ && ${#2} -le 253 ]] ||
+			bad "--allow takes a host name such as pypi.org (.example.com: and its subdomains), not '$2'"
+		allow+="$2"$'\n'
 		;;
 	--home) home_size=$(size_bytes "$2") || bad "--home takes a size such as 20G or 512M, not '$2'" ;;
 	--publish)
@@ -49,7 +55,8 @@ set_owner "$owner"
 check_project "$project"
 run_dirs
 [[ -z $publish || ${network:-isolated} == isolated ]] || bad "--publish needs --network isolated"
-export LB_NETWORK=$network LB_PUBLISH=$publish LB_HOME_SIZE=$home_size # a new env is made with them
+[[ -z $allow || ${network:-isolated} == isolated ]] || bad "--allow needs --network isolated"
+export LB_NETWORK=$network LB_PUBLISH=$publish LB_HOME_SIZE=$home_size LB_ALLOW=$allow # a new env is made with them
 if [[ -n $LIMIT_MEMORY$LIMIT_PIDS$LIMIT_CPUS ]]; then
 	export LB_LIMITS="${LIMIT_MEMORY:-0} ${LIMIT_PIDS:-0} ${LIMIT_CPUS:-0}" # a new env starts with them
 fi
@@ -60,6 +67,9 @@ if [[ -d $(env_dir "$name") ]]; then
 	fi
 	if [[ -n $publish && $publish != "$(cat "$(env_dir "$name")/publish" 2>/dev/null)"$'\n' ]]; then
 		bad "env $name publishes other ports; they cannot change (delete the env and create it again)"
+	fi
+	if [[ -n $allow && $allow != "$(cat "$(env_dir "$name")/allow" 2>/dev/null)"$'\n' ]]; then
+		bad "env $name allows other hosts; they cannot change (delete the env and create it again)"
 	fi
 	if [[ -n $home_size && $home_size != "$(stat -c %s "$(env_home "$name").img" 2>/dev/null)" ]]; then
 		bad "env $name has a home of another size; it cannot change (delete the env and create it again)"

@@ -152,6 +152,10 @@ if [[ $mode == userns ]]; then # the project is its owner's: git must not refuse
 	userns=$LB_RUN/roots/$name.userns
 	extra+=(GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0="*")
 fi
+if [[ -e $LB_STATE/envs/$name/allow ]]; then # egress only through its filtering proxy (lib/network.sh)
+	extra+=(http_proxy=http://127.0.0.1:3128 https_proxy=http://127.0.0.1:3128 HTTP_PROXY=http://127.0.0.1:3128
+		HTTPS_PROXY=http://127.0.0.1:3128 "no_proxy=localhost,127.0.0.1,::1" "NO_PROXY=localhost,127.0.0.1,::1")
+fi
 unset "${!PERL@}" # perl runs as root here: nothing of the caller's may reach it (PERL5OPT, PERL5LIB)
 entry_argv=(
 	"${run[@]}" perl "$LB_LIB/entry.pl" "$pid" "$HOLDER_START" "$name" "$cgroup" "$uid" "$gid" "$userns" "$session"

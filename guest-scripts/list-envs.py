@@ -12,6 +12,7 @@ same test as holder_alive in common.sh).
 
 import json
 import os
+import re
 import sys
 
 
@@ -107,6 +108,33 @@ def ports(path, run, name, alive):
     return rows
 
 
+REFUSED = re.compile(r'^NOTICE\s+(\w{3} \d\d \d\d:\d\d:\d\d)\S* \[\d+\]: Proxying refused on filtered domain "(.*)"$')
+
+
+def refused(name, keep=50):
+    """The last hosts an env with an allow-list was refused by its proxy: [{"time", "host"}] (lib/network.sh)."""
+    rows = []
+    for line in tail(f"/run/llima-box-net/{name}.proxy/log").splitlines()[1:]:  # the first may be cut
+        m = REFUSED.match(line)
+        if m:
+            rows.append({"time": m.group(1), "host": m.group(2)})
+    return rows[-keep:]
+
+
+def tail(path, size=64 * 1024):
+    """The last ``size`` bytes of a file's text, "" when it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return ""
+    try:
+        return "\n" + os.pread(fd, size, max(0, os.fstat(fd).st_size - size)).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+
+
 def home_size(state, name):
     """Bytes the env's home filesystem holds at most (lib/home.sh); None for a home made before images."""
     try:
@@ -137,6 +165,9 @@ def main(state, run, only=""):
         row["limits"] = limits(path, row["cgroup"] if row["alive"] else "")
         row["limits"]["home"] = home_size(state, name)
         row["ports"] = ports(path, run, name, row["alive"]) if row["network"] == "isolated" else []
+        allow = text(f"{path}/allow").split()
+        if allow:
+            row["allow"], row["refused"] = allow, refused(name)
         lines.append(json.dumps(row, separators=(",", ":")) + "\n")
     sys.stdout.write("".join(lines))
 

@@ -4,7 +4,10 @@
 #   isolated  a network namespace of its own; outbound traffic through pasta (user-mode NAT, running as
 #             the network account, which owns that namespace and nothing else), DNS through pasta's
 #             forwarder; none of the guest's loopback services, none of another env's; its TCP
-#             listeners published on the guest's loopback by lib/ports.py (the default)
+#             listeners published on the guest's loopback by lib/ports.py (the default). With an allow-list
+#             (envs/NAME/allow, `create --allow HOST`) there is no pasta: the env's only way out is its
+#             own 127.0.0.1:3128, which ports.py relays to a tinyproxy of the env's (as the network account)
+#             that lets through only the hosts allowed and logs what it refuses
 #   offline   a network namespace of its own, loopback only
 #   shared    the guest's network namespace (an env made before network modes existed)
 
@@ -58,21 +61,29 @@ net_account() {
 # pasta gets SIGPIPE at its default (Debian 12's refuses to start when it finds it ignored, as under sudo's pty).
 # 1 with LB_ERR set when either does not start.
 net_start() {
-	local name=$1 pid=$2 start=$3 cgroup=$4 log pins=() line ready
+	local name=$1 pid=$2 start=$3 cgroup=$4 log pins=() line ready PROXY_PORT=""
 	log=$LB_RUN/$name.log
 	if [[ -r $(env_dir "$name")/publish ]]; then
 		while read -r line; do
 			[[ -n $line ]] && pins+=("$line")
 		done <"$(env_dir "$name")/publish"
 	fi
+	if [[ -r $(env_dir "$name")/allow ]]; then
+		proxy_prepare "$name" || return 1
+		pins+=("egress:$PROXY_PORT")
+	fi
 	ready=$(
 		[[ -z $cgroup ]] || echo "$BASHPID" >"$cgroup/cgroup.procs"
-		setsid setpriv --reuid="$LB_NET_ACCOUNT" --regid="$LB_NET_ACCOUNT" --clear-groups \
-			--inh-caps=-all --bounding-set=-all --no-new-privs \
-			env --default-signal=PIPE pasta --quiet --config-net --no-map-gw --dns-forward "$LB_NET_DNS" \
-			-t none -u none -T none -U none \
-			--userns "$LB_NET_DIR/$name.user" --netns "$LB_NET_DIR/$name.net" \
-			</dev/null >/dev/null 2>>"$log" 9>&- || exit 0 # pasta returns once the namespace is connected
+		as_account=(setsid setpriv --reuid="$LB_NET_ACCOUNT" --regid="$LB_NET_ACCOUNT" --clear-groups
+			--inh-caps=-all --bounding-set=-all --no-new-privs)
+		if [[ -n ${PROXY_PORT:-} ]]; then
+			"${as_account[@]}" tinyproxy -d -c "$LB_NET_DIR/$name.proxy/conf" </dev/null >/dev/null 2>>"$log" 9>&- &
+		else
+			"${as_account[@]}" env --default-signal=PIPE pasta --quiet --config-net --no-map-gw \
+				--dns-forward "$LB_NET_DNS" -t none -u none -T none -U none \
+				--userns "$LB_NET_DIR/$name.user" --netns "$LB_NET_DIR/$name.net" \
+				</dev/null >/dev/null 2>>"$log" 9>&- || exit 0 # pasta returns once the namespace is connected
+		fi
 		setsid python3 -I -S "$LB_LIB/ports.py" "$pid" "$start" "$LB_NET_ACCOUNT" "$(ports_file "$name")" \
 			"${pins[@]}" </dev/null 2>>"$log" 9>&- &
 	)
@@ -80,6 +91,46 @@ net_start() {
 		LB_ERR="could not connect the network of env $name: $(tail -n 1 "$log")"
 		return 1
 	fi
+}
+
+# proxy_prepare NAME: write the config and filter of the env's tinyproxy under LB_NET_DIR/NAME.proxy
+# (readable by the account; its log the account's) and set PROXY_PORT, a free port of the guest's
+# loopback for it. 1 with LB_ERR set when tinyproxy is missing.
+proxy_prepare() {
+	local name=$1 dir host
+	if ! command -v tinyproxy >/dev/null; then
+		LB_ERR="an env with --allow needs tinyproxy (apt-get install tinyproxy-bin)"
+		return 1
+	fi
+	dir=$LB_NET_DIR/$name.proxy
+	rm -rf "$dir"
+	install -d -m 0750 -o root -g "$LB_NET_ACCOUNT" "$dir"
+	install -m 0640 -o "$LB_NET_ACCOUNT" -g "$LB_NET_ACCOUNT" /dev/null "$dir/log"
+	while read -r host; do # pypi.org: that host; .example.com: its subdomains too
+		[[ -z $host ]] && continue
+		if [[ $host == .* ]]; then
+			printf '(^|\\.)%s$\n' "${host:1}"
+		else
+			printf '^%s$\n' "$host"
+		fi
+	done < <(sed 's/\./\\./g' "$(env_dir "$name")/allow") >"$dir/filter"
+	PROXY_PORT=$(python3 -I -S -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	cat >"$dir/conf" <<-EOF
+		Listen 127.0.0.1
+		Port $PROXY_PORT
+		Timeout 600
+		MaxClients 64
+		LogFile "$dir/log"
+		LogLevel Notice
+		Filter "$dir/filter"
+		FilterType ere
+		FilterDefaultDeny Yes
+		FilterURLs Off
+		ConnectPort 443
+		DisableViaHeader Yes
+	EOF
+	chgrp "$LB_NET_ACCOUNT" "$dir/conf" "$dir/filter"
+	chmod 0640 "$dir/conf" "$dir/filter"
 }
 
 ports_file() { printf '%s/roots/%s.ports' "$LB_RUN" "$1"; }
@@ -94,4 +145,5 @@ net_drop() {
 		rm -f "$pin"
 	done
 	rm -f "$(ports_file "$1")"
+	rm -rf "$LB_NET_DIR/$1.proxy"
 }

@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """Publish the TCP listeners of an isolated env on the guest's loopback (started by lib/network.sh).
 
-usage: ports.py HOLDER_PID HOLDER_START ACCOUNT STATE [INSIDE:OUTSIDE ...]
+usage: ports.py HOLDER_PID HOLDER_START ACCOUNT STATE [INSIDE:OUTSIDE ...] [egress:PROXY_PORT]
 
 Every second it reads which TCP ports listen in the env's network namespace and publishes each (at most
 128) on 127.0.0.1 of the guest: on the same port when that is free, else on a free one (Lima forwards the
 guest's loopback listeners to the host's). INSIDE:OUTSIDE pins one (create --publish), bound at start
 whether or not anything listens yet. STATE gets a line "INSIDE PUBLISHED" per published port
-("-" for a pinned port that was taken); `list` reads it. Prints "ready" once that holds.
+("-" for a pinned port that was taken); `list` reads it. egress:PROXY_PORT (an env with an allow-list)
+listens on the env's own 127.0.0.1:3128 and relays each connection to its filtering proxy on the guest's
+PROXY_PORT. Prints "ready" once that holds.
 
 It starts as root only to open what it needs: a pidfd of the holder (it ends with the holder), the
 state file, the pinned ports, and one thread in the env's network namespace, which makes every socket
@@ -27,6 +29,7 @@ import time
 
 CLONE_NEWNET, PR_SET_NO_NEW_PRIVS = 0x40000000, 38
 SCAN_SECONDS = 1.0
+EGRESS_PORT = 3128  # an env with an allow-list reaches its proxy here, on its own loopback
 MAX_PUBLISHED = 128  # an env listening on thousands of ports takes no more of the guest's
 CHUNK = 256 * 1024
 LISTEN = "0A"
@@ -168,6 +171,7 @@ class Relay:
         self.found = {}
         self.ends = {}  # socket of a relayed connection -> End
         self.written = None  # what the state file holds
+        self.egress_on = False
 
     def pin(self, inside, outside):
         try:
@@ -182,6 +186,8 @@ class Relay:
     def scan(self):
         self.found = self.inside.run(listeners)
         for port in sorted(self.found):
+            if port == EGRESS_PORT and self.egress_on:
+                continue  # its own listener in the env, not the env's
             self.missing.pop(port, None)
             if port not in self.published and len(self.published) < MAX_PUBLISHED:
                 self.publish(port)
@@ -216,19 +222,27 @@ class Relay:
             self.written = data
 
     def accept(self, listener, port):
+        """A connection to a published port: relayed to the env's listener, by a socket of its namespace."""
+        family, address = self.found.get(port, (socket.AF_INET, "127.0.0.1"))
+        self.relay(listener, lambda: self.inside.run(socket.socket, family, socket.SOCK_STREAM), (address, port))
+
+    def accept_egress(self, listener, proxy_port):
+        """A connection to the env's own 127.0.0.1:3128: relayed to its filtering proxy in the guest."""
+        self.relay(listener, socket.socket, ("127.0.0.1", proxy_port))
+
+    def relay(self, listener, make_socket, address):
         try:
             client, _ = listener.accept()
         except (BlockingIOError, InterruptedError):
             return
-        family, address = self.found.get(port, (socket.AF_INET, "127.0.0.1"))
         try:
-            upstream = self.inside.run(socket.socket, family, socket.SOCK_STREAM)
+            upstream = make_socket()
         except OSError:
             client.close()
             return
         client.setblocking(False)
         upstream.setblocking(False)
-        if upstream.connect_ex((address, port)) not in (0, errno.EINPROGRESS):
+        if upstream.connect_ex(address) not in (0, errno.EINPROGRESS):
             client.close()
             upstream.close()
             return
@@ -236,6 +250,11 @@ class Relay:
         self.ends[upstream] = End(client, connecting=True)
         self.update(client)
         self.update(upstream)
+
+    def egress(self, proxy_port):
+        s = self.inside.run(listen_on, EGRESS_PORT)
+        self.sel.register(s, selectors.EVENT_READ, ("egress", proxy_port))
+        self.egress_on = True
 
     def update(self, s):
         """Register s for what it waits on: reading unless its peer has bytes queued, writing while it has."""
@@ -317,6 +336,8 @@ class Relay:
                     return
                 if kind == "listener":
                     self.accept(key.fileobj, other)
+                elif kind == "egress":
+                    self.accept_egress(key.fileobj, other)
                 else:
                     self.on_end(key.fileobj, events)
             if time.monotonic() >= next_scan:
@@ -326,8 +347,11 @@ class Relay:
 
 def main(pid, start, account, state, *pins):
     pidfd = holder_pidfd(int(pid), start)
-    pinned = []
+    pinned, proxy = [], None
     for spec in pins:
+        if spec.startswith("egress:"):
+            proxy = int(spec.partition(":")[2])
+            continue
         inside, outside = (int(x) for x in spec.split(":"))
         if not (0 < inside < 65536 and 0 < outside < 65536):
             raise ValueError(f"bad port pair {spec}")
@@ -336,6 +360,8 @@ def main(pid, start, account, state, *pins):
     relay = Relay(pidfd, state_fd, Inside(int(pid), pidfd))  # its thread is in the namespace before privileges go
     for inside_port, outside in pinned:
         relay.pin(inside_port, outside)
+    if proxy is not None:
+        relay.egress(proxy)
     drop_to(account)
     relay.run()
 

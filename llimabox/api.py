@@ -290,11 +290,14 @@ def _ensure_current(backend: Backend) -> int | None:
 
 
 def create_options(network: str | None = None, memory: str | None = None, pids: int | None = None,
-                   cpus: float | None = None, publish: t.Sequence[str] = (), home: str | None = None) -> list[str]:
-    """The guest's ``create`` options for an env's network, published ports, home size and limits (those given)."""
+                   cpus: float | None = None, publish: t.Sequence[str] = (), home: str | None = None,
+                   allow: t.Sequence[str] = ()) -> list[str]:
+    """The guest's ``create`` options for an env's network, ports, egress, home size and limits (those given)."""
     args = ["--network", network] if network is not None else []
     for spec in publish:
         args += ["--publish", str(spec)]
+    for host in allow:
+        args += ["--allow", str(host).strip()]
     if home is not None:
         args += ["--home", str(home).strip()]
     if memory is not None:
@@ -307,8 +310,9 @@ def create_options(network: str | None = None, memory: str | None = None, pids: 
 
 
 def _config_options(config: Config) -> list[str]:
+    allow = (config.env_allow or "").replace(",", " ").split()
     return create_options(config.env_network, config.env_memory, config.env_pids, config.env_cpus,
-                          home=config.env_home)
+                          home=config.env_home, allow=allow)
 
 
 def create(
@@ -323,15 +327,17 @@ def create(
     cpus: float | None = None,
     publish: t.Sequence[str] = (),
     home: str | None = None,
+    allow: t.Sequence[str] = (),
 ) -> str:
     """Create the env of ``path`` (default: the working directory) and return its name.
 
     Creating an env that exists already succeeds; limits given then apply to it at once (the sizes of
     its /tmp, /var/tmp and /dev/shm at its next start), its ``network`` (``isolated``, ``offline`` or
-    ``shared``), ``publish`` (``INSIDE[:OUTSIDE]`` ports of an isolated env, always published) and
-    ``home`` (the size of its home's filesystem) cannot change. What is not given keeps its value, or for
+    ``shared``), ``publish`` (``INSIDE[:OUTSIDE]`` ports of an isolated env, always published), ``allow``
+    (the only hosts an isolated env reaches, through its filtering proxy) and ``home`` (the size of its
+    home's filesystem) cannot change. What is not given keeps its value, or for
     a new env comes from the config (``env_network``, ``env_memory``, ``env_pids``, ``env_cpus``,
-    ``env_home``) or the guest's defaults.
+    ``env_home``, ``env_allow``) or the guest's defaults.
     """
     if config is None:
         from llimabox.config import load_config
@@ -339,7 +345,7 @@ def create(
         config = load_config(os.environ, overrides)
     backend = open_backend(config, overrides, accept_host_key)
     try:
-        given = create_options(network, memory, pids, cpus, publish, home)
+        given = create_options(network, memory, pids, cpus, publish, home, allow)
         return create_in(backend, path if path is not None else os.getcwd(), given, _config_options(config))
     finally:
         backend.close()
@@ -400,6 +406,7 @@ def _reconcile(backend: Backend, live: list[guest.GuestEnv], records: t.Sequence
                 "limits": env.limits if env is not None else None,
                 "network": env.network if env is not None else None,
                 "ports": env.ports if env is not None else None,
+                **({"allow": env.allow, "refused": env.refused} if env is not None and env.allow else {}),
             }
         )
     return rows
@@ -414,13 +421,27 @@ def list_envs(
     ``unknown-to-database``), ``backend``, ``guest``, ``created_at``, ``last_used_at``, ``mode`` (how the
     project is mounted: ``idmap``, ``userns``, ``mapped``, ``shared-uid``), ``limits`` (``memory``,
     ``pids``, ``cpus``, ``enforced``; see the guest's ``list``), ``network`` (``isolated``, ``offline``,
-    ``shared``) and ``ports`` (``inside``, ``published``: an isolated env's ports on the guest's loopback).
+    ``shared``), ``ports`` (``inside``, ``published``: an isolated env's ports on the guest's loopback) and,
+    for an env with an allow-list, ``allow`` (its hosts) and ``refused`` (``time``, ``host``: the last its
+    proxy refused).
     """
     backend = open_backend(config, overrides, accept_host_key)
     try:
         return list_in(backend)
     finally:
         backend.close()
+
+
+def refused_egress(
+    *, config: Config | None = None, overrides: Overrides | None = None, accept_host_key: bool = False
+) -> list[dict[str, t.Any]]:
+    """What the filtering proxies of envs with an allow-list refused: ``name``, ``project``, ``time``, ``host``."""
+    backend = open_backend(config, overrides, accept_host_key)
+    try:
+        rows = list_in(backend)
+    finally:
+        backend.close()
+    return [{"name": r["name"], "project": r["project"], **x} for r in rows for x in r.get("refused") or []]
 
 
 def ports(

@@ -25,6 +25,8 @@ FIELDS: list[tuple[str, type, object, str]] = [
     ("env_memory", str, None, "memory of each new env, e.g. 4G (default: 3/4 of the guest's; no swap)"),
     ("env_pids", int, None, "processes and threads of each new env (default: 4096)"),
     ("env_cpus", float, None, "CPUs each new env may use at most, e.g. 1.5 (default: no cap, an equal share)"),
+    ("env_allow", str, None, "hosts each new env alone may reach, through a filtering proxy (comma-separated; "
+     ".example.com: and its subdomains; default: no list, the internet)"),
     ("env_home", str, None, "size of each new env's home filesystem, e.g. 20G (default: a quarter of the disk)"),
     ("vm_name", str, "llima-box", "lima backend: the VM instance name"),
     ("lima_config", str, None, "lima backend: your own lima.yaml instead of the embedded one"),
@@ -74,6 +76,7 @@ class Config:
     env_pids: int | None = None
     env_cpus: float | None = None
     env_home: str | None = None
+    env_allow: str | None = None
     vm_name: str = "llima-box"
     lima_config: str | None = None
     sudo: bool = True

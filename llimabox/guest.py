@@ -64,6 +64,8 @@ class GuestEnv:
     limits: dict[str, t.Any] | None = None
     network: str | None = None
     ports: list[dict[str, t.Any]] | None = None
+    allow: list[str] | None = None
+    refused: list[dict[str, t.Any]] | None = None
 
 
 def verb_argv(verb: str, *args: str, sudo: bool) -> list[str]:
@@ -136,6 +138,9 @@ def parse_list(stdout: bytes) -> list[GuestEnv]:
                     limits=obj["limits"] if isinstance(obj.get("limits"), dict) else None,
                     network=str(obj["network"]) if obj.get("network") else None,
                     ports=[_port(p) for p in obj["ports"]] if isinstance(obj.get("ports"), list) else None,
+                    allow=[str(h) for h in obj["allow"]] if isinstance(obj.get("allow"), list) else None,
+                    refused=[{"time": str(r["time"]), "host": str(r["host"])} for r in obj["refused"]]
+                    if isinstance(obj.get("refused"), list) else None,
                 )
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

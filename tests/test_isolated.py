@@ -230,3 +230,67 @@ def test_a_listener_that_ends_is_unpublished_and_its_port_freed(guest, env_name,
         server.kill()
         server.wait()
         guest.guest_script("delete", env_name)
+
+
+def npm_registry_host() -> str:
+    """The host of the npm registry this machine's npm uses (its own configuration)."""
+    r = subprocess.run(["npm", "config", "get", "registry"], capture_output=True, text=True, check=False)
+    host = urlsplit(r.stdout.strip()).hostname
+    assert r.returncode == 0 and host, f"npm has no registry configured: {r.stdout!r} {r.stderr!r}"
+    return host
+
+
+#: inside an env with an allow-list: each URL through the proxy (its status, or the error), then a direct
+#: connection to an address outside
+THROUGH = """
+import socket, sys, time, urllib.request
+for url in sys.argv[2:]:
+    t = time.monotonic()
+    try:
+        print(urllib.request.urlopen(url, timeout=20).status, end=" ")
+    except OSError as e:
+        print("refused" if "403" in str(e) else f"error:{e}", end=" ")
+    print(f"{time.monotonic() - t:.1f}")
+try:
+    socket.create_connection((sys.argv[1], 443), timeout=5)
+    print("direct reached")
+except OSError as e:
+    print("direct", e.errno)
+"""
+
+
+def test_an_allow_list_lets_the_allowed_hosts_through_and_refuses_the_rest(guest, env_name, project):
+    from tests.vm.image import apt_sources
+
+    index, npm, other = package_index_host(), npm_registry_host(), urlsplit(apt_sources()[0]).hostname
+    address = guest.run(["getent", "ahostsv4", index]).stdout.split()[0]
+    r = guest.guest_script("create", env_name, project, "--allow", index, "--allow", npm)
+    assert r.returncode == 0, r.stderr
+    try:
+        r = guest.enter(env_name, project, "python3", "-c", THROUGH, address, f"https://{index}/simple/six/",
+                        f"https://{other}/", f"http://{other}/")  # fmt: skip
+        lines = [line.split() for line in r.stdout.splitlines()]
+        assert [line[0] for line in lines] == ["200", "refused", "refused", "direct"], r.stdout + r.stderr
+        assert float(lines[1][1]) < 2 and lines[3][1] == "101"  # refused at once; no route but the proxy
+        r = guest.enter(env_name, project, "npm", "view", "is-number", "version", "--cache", f"/home/{env_name}/.npm")
+        assert r.returncode == 0 and r.stdout.strip()[0].isdigit(), r.stderr  # npm honours HTTPS_PROXY unchanged
+        row = rows(guest)[env_name]
+        assert row["allow"] == [index, npm] and other in {x["host"] for x in row["refused"]}
+        assert rows(guest)[env_name]["ports"] == []  # the env's own 127.0.0.1:3128 is not published
+        r = guest.guest_script("create", env_name, project, "--allow", other)
+        assert r.returncode == 2 and "cannot change" in r.stderr
+    finally:
+        guest.guest_script("delete", env_name)
+    assert helpers_end(guest) == []  # the proxy went with the env
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--allow", "http://pypi.org"], "--allow takes a host name"),
+    (["--allow", "PyPI..org"], "--allow takes a host name"),
+    (["--allow", "x" * 300 + ".org"], "--allow takes a host name"),
+    (["--network", "offline", "--allow", "pypi.org"], "--allow needs --network isolated"),
+])  # fmt: skip
+def test_a_bad_allow_is_refused_before_anything_is_made(guest, env_name, project, args, message):
+    r = guest.guest_script("create", env_name, project, *args)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert guest.run(["id", env_name]).returncode == 1

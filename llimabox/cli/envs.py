@@ -20,13 +20,16 @@ __all__ = ["create", "list_envs", "ports", "stop", "delete", "delete_all"]
                    "loopback only; shared: the guest's. Fixed once made. [env_network]")
 @click.option("--publish", "publish", multiple=True, metavar="INSIDE[:OUTSIDE]",
               help="Always publish the env's port INSIDE on the guest's OUTSIDE (default the same). Repeatable.")
+@click.option("--allow", "allow", multiple=True, metavar="HOST",
+              help="Reach only HOST (repeatable; .example.com: and its subdomains) through a filtering proxy that "
+                   "tools find in HTTP(S)_PROXY; the rest fails at once. Fixed once made. [env_allow]")
 @click.option("--home", metavar="SIZE", help="Size of its home's filesystem, e.g. 20G. Fixed once made. [env_home]")
 @click.option("--memory", metavar="SIZE", help="Memory the env may use, e.g. 4G (no swap). [env_memory]")
 @click.option("--pids", type=click.IntRange(min=16), metavar="N", help="Processes and threads at most. [env_pids]")
 @click.option("--cpus", type=click.FloatRange(min=0.01), metavar="N", help="CPUs at most, e.g. 1.5. [env_cpus]")
 @pass_globals
-def create(g: Globals, path: str | None, network: str | None, publish: tuple[str, ...], home: str | None,
-           memory: str | None, pids: int | None, cpus: float | None) -> None:
+def create(g: Globals, path: str | None, network: str | None, publish: tuple[str, ...], allow: tuple[str, ...],
+           home: str | None, memory: str | None, pids: int | None, cpus: float | None) -> None:
     """Create the env of PATH (default: the current directory) and print its name.
 
     Creating an env that exists already succeeds; limits given then change at once (the sizes of its
@@ -41,11 +44,12 @@ def create(g: Globals, path: str | None, network: str | None, publish: tuple[str
         llima-box create ~/src/app --memory 4G --pids 2048 --cpus 2
         llima-box create ~/src/untrusted --network offline
         llima-box create ~/src/web --publish 3000:8080
+        llima-box create ~/src/agent --allow pypi.org --allow files.pythonhosted.org
     """
     from llimabox import api
 
     click.echo(api.create(path, network=network, memory=memory, pids=pids, cpus=cpus, publish=publish, home=home,
-                          **g.api_kwargs()))
+                          allow=allow, **g.api_kwargs()))
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)

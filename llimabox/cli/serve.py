@@ -51,13 +51,27 @@ _SESSION_COLUMNS = ("started_at", "ended_at", "user", "source", "env", "kind", "
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object {auth: [...], sessions: [...]}.")
 @click.option("--user", metavar="U", help="Only this account.")
 @click.option("--since", metavar="T", help="Only since T: 30m, 2h, 7d or an ISO 8601 time (UTC by default).")
-def audit(as_json: bool, user: str | None, since: str | None) -> None:
-    """Show serve's log of authentication attempts and sessions.
+@click.option("--egress", is_flag=True,
+              help="Show instead what the filtering proxies of envs with an allow-list refused (from the guest).")
+@pass_globals
+def audit(g: Globals, as_json: bool, user: str | None, since: str | None, egress: bool) -> None:
+    """Show serve's log of authentication attempts and sessions (--egress: the refused hosts of envs).
 
     \b
-    Example:
+    Examples:
         sudo llima-box audit --user alice --since 1d
+        llima-box audit --egress
     """
+    if egress:
+        from llimabox import api
+
+        refused = api.refused_egress(**g.api_kwargs())
+        if as_json:
+            click.echo(json.dumps(refused, indent=2))
+            return
+        for row in refused:
+            click.echo("  ".join(str(row[c]) for c in ("time", "name", "host", "project")))
+        return
     from llimabox.serve.audit import query
 
     rows = query(user=user, since=since)

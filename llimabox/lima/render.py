@@ -56,10 +56,11 @@ def _provision_script(roots: str) -> str:
         "LLIMA_BOX_PAYLOAD\n"
         "tar -xzf \"$tmp/payload.tar.gz\" -C \"$tmp\" --no-same-owner\n"
         "# bindfs: where a host share (9p, virtiofs) refuses idmapped mounts and the guest decides ownership, envs\n"
-        "# keep their own uid through it; passt: pasta gives isolated envs their network\n"
-        "command -v bindfs >/dev/null && command -v pasta >/dev/null || { apt-get update -qq && "
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bindfs passt >/dev/null; } || "
-        "echo 'llima-box: could not install bindfs and passt; some envs cannot start' >&2\n"
+        "# keep their own uid through it; passt: pasta gives isolated envs their network; tinyproxy-bin: the\n"
+        "# filtering proxy of an env with an allow-list\n"
+        "command -v bindfs >/dev/null && command -v pasta >/dev/null && command -v tinyproxy >/dev/null || "
+        "{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bindfs passt tinyproxy-bin "
+        ">/dev/null; } || echo 'llima-box: installing bindfs passt tinyproxy-bin failed; some envs cannot start' >&2\n"
         f"bash \"$tmp/provision/install.sh\" --user \"{{{{.User}}}}\" --roots {shlex.quote(roots)}\n"
     )
 

@@ -127,3 +127,21 @@ def test_stop_then_shell_starts_it_again(lb, project) -> None:
     assert lb("shell", str(project), "--", "cat", f"/home/{name}/note").stdout == "kept\n"
     result = lb("stop", "lb-nothing")
     assert result.exit_code == 1 and "no env" in result.stderr
+
+
+def test_allow_list_and_audit_egress(lb, project) -> None:
+    from tests.test_isolated import package_index_host
+
+    index = package_index_host()
+    result = lb("create", str(project), "--allow", index)
+    assert result.exit_code == 0, result.stderr
+    name = result.stdout.strip()
+    fetch = ("import urllib.request as u\ntry:\n    u.urlopen('https://refused.invalid/', timeout=10)\n"
+             "except OSError as e:\n    print(e)")
+    assert "403" in lb("shell", str(project), "--", "python3", "-c", fetch).stdout
+    rows = {r["name"]: r for r in lb.json("list")}
+    assert rows[name]["allow"] == [index]
+    refused = lb.json("audit", "--egress")
+    assert [(r["name"], r["host"]) for r in refused] == [(name, "refused.invalid")]
+    result = lb("create", str(project.parent / "nope"), "--allow", "not a host")
+    assert result.exit_code == 2

@@ -31,7 +31,7 @@ PACKAGES = (
     # for the measurements of docs/real-vm-measured.md
     "bindfs", "fuse3", "git",
     # isolated envs (tests/vm/test_vm_network.py)
-    "passt",
+    "passt", "tinyproxy-bin",
 )  # fmt: skip
 #: Bumped when the build steps below change in a way the hash of the inputs would not see.
 RECIPE_VERSION = 1

@@ -70,3 +70,23 @@ def test_an_isolated_env_resolves_through_pasta_and_its_server_is_published(vm: 
     r = vm.ssh(f"pgrep -u llima-box-net -f {name} | wc -l; "
                f"systemctl list-units --all llima-box-{name}.scope --no-legend | wc -l")
     assert r.stdout.split() == ["0", "0"], r.stdout  # pasta, the publisher and the env's scope went with it
+
+
+def test_an_allow_list_holds_in_a_real_guest(vm: VM, lb: LB) -> None:
+    from urllib.parse import urlsplit
+
+    from tests.test_isolated import THROUGH
+    from tests.vm.image import apt_sources
+
+    index, other = package_index_host(), urlsplit(apt_sources()[0]).hostname
+    project = vm.host_project(vm.share("9p"), f"allow-{secrets.token_hex(2)}")
+    r = lb("create", str(project), "--allow", index)
+    assert r.returncode == 0, r.stderr
+    name = r.stdout.decode().strip()
+    try:
+        r = lb("shell", str(project), "--", "python3", "-c", THROUGH, "192.0.2.1", f"https://{index}/simple/six/",
+               f"https://{other}/")  # fmt: skip
+        assert [line.split()[0] for line in r.stdout.decode().splitlines()] == ["200", "refused", "direct"], r
+        assert [(x["name"], x["host"]) for x in lb.json("audit", "--egress")] == [(name, other)]
+    finally:
+        lb("delete", name, "--yes")
