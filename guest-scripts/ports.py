@@ -203,13 +203,17 @@ class Relay:
 
     def publish(self, port):
         s = None
-        if port >= 1024:
-            try:
-                s = listen_on(port)
-            except OSError as e:
-                if e.errno not in (errno.EADDRINUSE, errno.EACCES):
-                    raise
-        s = s or listen_on(0)
+        try:
+            if port >= 1024:
+                try:
+                    s = listen_on(port)
+                except OSError as e:
+                    if e.errno not in (errno.EADDRINUSE, errno.EACCES):
+                        raise
+            s = s or listen_on(0)
+        except OSError as e:  # out of descriptors, say: this one stays unpublished, the others go on
+            print(f"ports.py: cannot publish {port}: {e.strerror}", file=sys.stderr)
+            return
         self.sel.register(s, selectors.EVENT_READ, ("listener", port))
         self.published[port] = (s, s.getsockname()[1], False)
 

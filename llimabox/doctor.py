@@ -130,7 +130,8 @@ def _namespace_check(backend: Backend) -> Check:
 
 #: what an isolated env (the default network) needs in the guest; prints a word for each thing missing
 _NETWORK_PROBE = ("command -v pasta >/dev/null || echo pasta; getent passwd llima-box-net >/dev/null || echo account; "
-                  "[ -c /dev/net/tun ] && [ \"$(stat -c %a /dev/net/tun)\" = 666 ] || echo tun")
+                  "[ -c /dev/net/tun ] && [ \"$(stat -c %a /dev/net/tun)\" = 666 ] || echo tun; "
+                  "command -v tinyproxy >/dev/null || echo proxy")
 _NETWORK_FIXES = {
     "pasta": ("pasta is missing", "in the guest: sudo apt-get install passt"),
     "account": ("the account llima-box-net is missing", None),
@@ -140,11 +141,15 @@ _NETWORK_FIXES = {
 
 def _network_check(backend: Backend, provision: str) -> Check:
     code, out, err = _capture(backend, ["sh", "-c", _NETWORK_PROBE])
-    missing = [word for word in _text(out).split() if word in _NETWORK_FIXES]
+    words = _text(out).split()
+    missing = [word for word in words if word in _NETWORK_FIXES]
     if code != 0 and not missing:
         return Check("network", None, f"cannot check: {_text(err) or 'the probe failed'}")
     if not missing:
-        return Check("network", True, "isolated envs can start (pasta, /dev/net/tun, the network account)")
+        detail = "isolated envs can start (pasta, /dev/net/tun, the network account)"
+        if "proxy" in words:
+            detail += "; envs with --allow need tinyproxy (in the guest: sudo apt-get install tinyproxy-bin)"
+        return Check("network", True, detail)
     fixes = [_NETWORK_FIXES[w][1] or provision for w in missing]
     return Check("network", False, "isolated envs cannot start: " + "; ".join(_NETWORK_FIXES[w][0] for w in missing),
                  "; ".join(dict.fromkeys(fixes)) + " (or create envs with --network offline or shared)")
