@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 from tests.test_isolated import FETCH, package_index_host
 from tests.test_network import ATTEMPT
@@ -72,6 +74,15 @@ def test_an_isolated_env_resolves_through_pasta_and_its_server_is_published(vm: 
     assert r.stdout.split() == ["0", "0"], r.stdout  # pasta, the publisher and the env's scope went with it
 
 
+def trust_what_this_machine_trusts(vm: VM) -> None:
+    """The guest's CA bundle becomes the one pip here uses (this machine's network may re-sign TLS)."""
+    r = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.cert"], capture_output=True,
+                       text=True, check=False)  # fmt: skip
+    bundle = Path(r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "/etc/ssl/certs/ca-certificates.crt")
+    r = vm.ssh("sudo -n tee /etc/ssl/certs/ca-certificates.crt >/dev/null", input=bundle.read_bytes())
+    assert r.returncode == 0, r.stderr
+
+
 def test_an_allow_list_holds_in_a_real_guest(vm: VM, lb: LB) -> None:
     from urllib.parse import urlsplit
 
@@ -79,6 +90,7 @@ def test_an_allow_list_holds_in_a_real_guest(vm: VM, lb: LB) -> None:
     from tests.vm.image import apt_sources
 
     index, other = package_index_host(), urlsplit(apt_sources()[0]).hostname
+    trust_what_this_machine_trusts(vm)
     project = vm.host_project(vm.share("9p"), f"allow-{secrets.token_hex(2)}")
     r = lb("create", str(project), "--allow", index)
     assert r.returncode == 0, r.stderr
