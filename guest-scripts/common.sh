@@ -132,6 +132,14 @@ check_owner() {
 	[[ -z $LB_OWNER || $2 == "$LB_OWNER" ]] || bad "env $1 belongs to another account"
 }
 
+# check_recorded_owner NAME: check_owner against the owner the env recorded (none recorded: a create
+# killed before it wrote one, so anyone may clean it up)
+check_recorded_owner() {
+	local owner
+	owner=$(recorded_owner "$1")
+	[[ -z $owner ]] || check_owner "$1" "$owner"
+}
+
 # recorded_owner NAME: print the uid recorded as the env's owner ("" when none is); envs made
 # before owners were recorded get their project's owner, written down for the next call
 recorded_owner() {

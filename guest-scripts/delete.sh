@@ -19,9 +19,7 @@ delete_locked() {
 		echo "llima-box-guest: no env $name (nothing to delete)" >&2
 		return 0
 	fi
-	local owner
-	owner=$(recorded_owner "$name")
-	[[ -z $owner ]] || check_owner "$name" "$owner" # no owner recorded: a create killed before it wrote one
+	check_recorded_owner "$name"
 	destroy_env "$name"
 }
 

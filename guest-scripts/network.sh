@@ -34,7 +34,12 @@ net_prepare() {
 		return 0
 		;;
 	esac
-	if ! command -v pasta >/dev/null; then
+	if [[ -r $(env_dir "$name")/allow ]]; then # its egress is a filtering proxy, not pasta
+		if ! command -v tinyproxy >/dev/null; then
+			LB_ERR="an env with --allow needs tinyproxy (apt-get install tinyproxy-bin)"
+			return 1
+		fi
+	elif ! command -v pasta >/dev/null; then
 		LB_ERR="an isolated env needs pasta (apt-get install passt), or create it with --network offline or shared"
 		return 1
 	fi
@@ -69,7 +74,7 @@ net_start() {
 		done <"$(env_dir "$name")/publish"
 	fi
 	if [[ -r $(env_dir "$name")/allow ]]; then
-		proxy_prepare "$name" || return 1
+		proxy_prepare "$name"
 		pins+=("egress:$PROXY_PORT")
 	fi
 	ready=$(
@@ -95,13 +100,9 @@ net_start() {
 
 # proxy_prepare NAME: write the config and filter of the env's tinyproxy under LB_NET_DIR/NAME.proxy
 # (readable by the account; its log the account's) and set PROXY_PORT, a free port of the guest's
-# loopback for it. 1 with LB_ERR set when tinyproxy is missing.
+# loopback for it (net_prepare checked tinyproxy is there).
 proxy_prepare() {
 	local name=$1 dir host
-	if ! command -v tinyproxy >/dev/null; then
-		LB_ERR="an env with --allow needs tinyproxy (apt-get install tinyproxy-bin)"
-		return 1
-	fi
 	dir=$LB_NET_DIR/$name.proxy
 	rm -rf "$dir"
 	install -d -m 0750 -o root -g "$LB_NET_ACCOUNT" "$dir"

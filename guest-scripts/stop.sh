@@ -12,10 +12,9 @@ set_owner ""
 run_dirs
 
 stop_locked() {
-	local name=$1 owner
+	local name=$1
 	[[ -d $(env_dir "$name") ]] || fail "no env $name"
-	owner=$(recorded_owner "$name")
-	[[ -z $owner ]] || check_owner "$name" "$owner"
+	check_recorded_owner "$name"
 	stop_env "$name"
 }
 

@@ -436,11 +436,7 @@ def refused_egress(
     *, config: Config | None = None, overrides: Overrides | None = None, accept_host_key: bool = False
 ) -> list[dict[str, t.Any]]:
     """What the filtering proxies of envs with an allow-list refused: ``name``, ``project``, ``time``, ``host``."""
-    backend = open_backend(config, overrides, accept_host_key)
-    try:
-        rows = list_in(backend)
-    finally:
-        backend.close()
+    rows = list_envs(config=config, overrides=overrides, accept_host_key=accept_host_key)
     return [{"name": r["name"], "project": r["project"], **x} for r in rows for x in r.get("refused") or []]
 
 
@@ -492,15 +488,20 @@ def _delete_target(backend: Backend, store: Store, target: str | None) -> str:
     return rec.name if rec is not None else names.env_name(where)
 
 
-def _delete_verb(backend: Backend, name: str) -> bytes:
-    """Run the guest's delete of ``name``; return its stderr (notes)."""
+def _named_verb(backend: Backend, verb: str, name: str, missing: str | None = None) -> bytes:
+    """Run the guest's ``VERB NAME`` (delete, stop); return its stderr (notes).
+
+    :param missing: raise :class:`EnvNotFound` with this message when the guest fails for want of the env.
+    """
     from llimabox.backends.base import one_line
 
-    code, _, err = backend.run_verb("delete", name)
+    code, _, err = backend.run_verb(verb, name)
     if code == 2:
-        raise InvalidInput(one_line(err, "guest delete: bad argument"))
+        raise InvalidInput(one_line(err, f"guest {verb}: bad argument"))
+    if code != 0 and missing is not None and b"llima-box-guest: no env " in err:
+        raise EnvNotFound(missing)
     if code != 0:
-        raise GuestScriptFailed(one_line(err, f"guest delete failed with exit status {code}"))
+        raise GuestScriptFailed(one_line(err, f"guest {verb} failed with exit status {code}"))
     return err
 
 
@@ -526,10 +527,10 @@ def delete(
             if not known and name not in {env.name for env in guest.parse_list(backend.check_verb("list"))}:
                 # maybe half-made (an interrupted create): the guest's delete cleans that up, and says
                 # "nothing to delete" when there was nothing at all
-                if b"llima-box-guest: no env " in _delete_verb(backend, name):
+                if b"llima-box-guest: no env " in _named_verb(backend, "delete", name):
                     raise EnvNotFound(f"no env {target or name!r} on {backend.identity}")
                 return name
-            _delete_verb(backend, name)
+            _named_verb(backend, "delete", name)
             store.delete(name)
         return name
     finally:
@@ -551,8 +552,6 @@ def stop(
 
     :raises EnvNotFound: the guest has no such env.
     """
-    from llimabox.backends.base import one_line
-
     backend = open_backend(config, overrides, accept_host_key)
     store = _open_store()
     try:
@@ -560,13 +559,7 @@ def stop(
     finally:
         store.close()
     try:
-        code, _, err = backend.run_verb("stop", name)
-        if code == 2:
-            raise InvalidInput(one_line(err, "guest stop: bad argument"))
-        if code != 0 and b"llima-box-guest: no env " in err:
-            raise EnvNotFound(f"no env {target or name!r} on {backend.identity}")
-        if code != 0:
-            raise GuestScriptFailed(one_line(err, f"guest stop failed with exit status {code}"))
+        _named_verb(backend, "stop", name, missing=f"no env {target or name!r} on {backend.identity}")
         return name
     finally:
         backend.close()
