@@ -221,16 +221,18 @@ next_uid() {
 }
 
 # holder_alive NAME: set HOLDER_PID (and HOLDER_START, its start time) when the env's holder process is running
+# and not on its way out: a holder killed a moment ago is dead already, though /proc still shows it (SIGKILL
+# pending, exiting while its PID namespace empties, a zombie)
 holder_alive() {
-	local pid start now stat f
+	local pid start stat f
 	HOLDER_PID='' HOLDER_START=''
 	[[ -r $LB_RUN/$1.holder ]] || return 1
 	read -r pid start <"$LB_RUN/$1.holder" || return 1
 	[[ $pid =~ ^[0-9]+$ && -r /proc/$pid/stat ]] || return 1
 	read -r stat <"/proc/$pid/stat" || return 1
 	read -r -a f <<<"${stat##*) }"
-	now=${f[19]}
-	[[ $now == "$start" ]] || return 1
+	[[ ${f[19]} == "$start" && ${f[0]} != [ZXx] ]] || return 1
+	(((f[6] & 0x4) == 0 && (f[28] & 0x100) == 0)) || return 1 # PF_EXITING; SIGKILL pending
 	HOLDER_PID=$pid HOLDER_START=$start # read by the verbs
 }
 

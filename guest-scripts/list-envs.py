@@ -52,7 +52,10 @@ def alive(run, name):
         return False
     stat = first_line(f"/proc/{recorded[0]}/stat")
     fields = stat.rpartition(") ")[2].split()
-    return len(fields) > 19 and fields[19] == recorded[1]
+    if len(fields) <= 28 or fields[19] != recorded[1] or fields[0] in "ZXx":
+        return False
+    exiting, sigkill_pending = int(fields[6]) & 0x4, int(fields[28]) & 0x100
+    return not exiting and not sigkill_pending
 
 
 def env_dirs(state):

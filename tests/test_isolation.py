@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 
 import pytest
 
@@ -115,6 +116,29 @@ def test_links_planted_in_project_do_not_reach_outside(guest, env):
     r = inside(guest, env, "ln -s /Users/alice/outside l1; ln -s ../outside l2; cat l1 l2")
     assert "secret" not in r.stdout
     assert inside(guest, env, "ln /etc/shadow h1").returncode != 0
+
+
+def test_a_holder_on_its_way_out_counts_as_dead(guest, env):
+    """A killed holder stays in /proc a while (SIGKILL pending, its namespaces emptying, a zombie): an
+    entry then must start a new one, not join the dying one. A zombie in the holder file stands for it."""
+    assert inside(guest, env, "true").returncode == 0
+    guest.sh("setsid sh -c 'sleep 0 & echo $! >/tmp/zombie; exec sleep 60' </dev/null >/dev/null 2>&1 &")
+    for _ in range(100):
+        zombie = guest.run(["cat", "/tmp/zombie"]).stdout.strip()
+        stat = guest.run(["cat", f"/proc/{zombie}/stat"]).stdout if zombie else ""
+        if stat.rpartition(") ")[2].startswith("Z"):
+            break
+        time.sleep(0.05)
+    fields = stat.rpartition(") ")[2].split()
+    assert fields[0] == "Z"
+    try:
+        guest.sh(f"echo {zombie} {fields[19]} >/run/llima-box/{env[0]}.holder")
+        listed = [json.loads(line) for line in guest.guest_script("list").stdout.splitlines()]
+        assert [e["alive"] for e in listed if e["name"] == env[0]] == [False]
+        assert inside(guest, env, "echo ok").stdout == "ok\n"
+    finally:
+        guest.run(["kill", fields[1]])
+        guest.run(["rm", "-f", "/tmp/zombie"])
 
 
 def test_persistence_and_concurrent_entries(guest, env):
