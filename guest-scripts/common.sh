@@ -21,7 +21,7 @@ source "$LB_LIB/places.sh"
 source "$LB_LIB/cgroup.sh"
 
 die() { # die CODE MESSAGE: one line on stderr, then exit
-	printf 'llima-box-guest: %s\n' "$2" >&2
+	printf '%sllima-box-guest: %s\n' "${LB_ERR_LEAD:-}" "$2" >&2
 	exit "$1"
 }
 bad() { die "${LB_BAD:-2}" "$1"; } # bad argument: 2, or 125 for enter (whose other codes are CMD's)

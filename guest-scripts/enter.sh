@@ -6,7 +6,8 @@
 set -euo pipefail
 # shellcheck source=common.sh
 source /usr/local/libexec/llima-box/lib/common.sh
-export LB_FAIL=125 LB_BAD=125
+# its stderr is the caller's: its own line reads as llima-box's own (what the CLI prints for the other verbs)
+export LB_FAIL=125 LB_BAD=125 LB_ERR_LEAD='Error: '
 need_root
 usage="usage: enter NAME PROJECT [--owner ACCOUNT] [--cwd DIR] [--env VAR=VALUE]... [--agent-socket PATH] [--] [CMD ARG...]"
 (($# >= 2)) || bad "$usage"

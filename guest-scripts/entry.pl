@@ -21,7 +21,7 @@
 # (strict, warnings and constant cost more than the rest together). As root it only makes system
 # calls: nothing it reads or runs before it drops to UID is the env's.
 
-sub fail { print STDERR "llima-box-guest: $_[0]\n"; exit 125 }    # enter's own failure, as enter reports it
+sub fail { print STDERR "Error: llima-box-guest: $_[0]\n"; exit 125 }    # enter's own failure, as enter reports it
 
 my ($holder, $start, $name, $cgdir, $uid, $gid, $userns, $how, $dir, @rest) = @ARGV;
 my ($i, %env) = (0);

@@ -71,3 +71,17 @@ def test_agent_forwarding_to_an_env_of_its_own_uid(guest: t.Any, project: str) -
     r = guest.run(["sh", "-c", script], user="alice")
     assert r.returncode == 0, r.stderr
     assert "local-fwd" in r.stdout and r.stdout.startswith("lb-")
+
+
+@pytest.mark.parametrize("owner", ["root", "bob"])
+def test_a_project_not_yours_is_one_error_line(guest: t.Any, project: str, owner: str) -> None:
+    """The guest refuses it; the caller sees that refusal as llima-box's own one-line error, nothing is made."""
+    p = f"/Users/alice/not-yours-{owner}"
+    guest.run(["install", "-d", "-o", owner, "-m", "0755", p]).check_returncode()
+    try:
+        r = _run(guest, "shell", p, "--", "true")
+        err = r.stderr if isinstance(r.stderr, bytes) else r.stderr.encode()
+        assert (r.returncode, err.startswith(b"Error: "), len(err.splitlines())) == (125, True, 1), err
+        assert all(row["project"] != p for row in json.loads(_out(_run(guest, "list", "--json"))))
+    finally:
+        guest.run(["rmdir", p])

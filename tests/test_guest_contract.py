@@ -19,13 +19,18 @@ def snapshot(guest: Guest) -> str:
                     "grep -c . /proc/self/mountinfo; ls /tmp").stdout
 
 
+#: each verb taking a project, its status for a refusal, and how its line starts: enter's stderr is the
+#: caller's own, so its line reads as the CLI's errors do
+VERBS = (("create", 2, ""), ("enter", 125, "Error: "))
+
+
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_names_are_refused(guest, project, name):
     before = snapshot(guest)
-    for verb, code in (("create", 2), ("enter", 125)):
+    for verb, code, lead in VERBS:
         r = guest.guest_script(verb, name, project)
         assert r.returncode == code
-        assert r.stderr.count("\n") == 1 and r.stderr.startswith("llima-box-guest: ")
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith(lead + "llima-box-guest: ")
     assert snapshot(guest) == before
 
 
@@ -48,9 +53,10 @@ def test_a_home_directory_is_never_a_project(guest, env_name):
     home, user = f"/Users/alice/{env_name}h", f"lbhome{os.getpid()}"
     guest.sh(f"mkdir {home} && chown alice: {home} && useradd -M -d {home} -s /bin/false {user}").check_returncode()
     try:
-        for verb, code in (("create", 2), ("enter", 125)):
+        for verb, code, lead in VERBS:
             r = guest.guest_script(verb, env_name, home)
-            assert (r.returncode, r.stderr) == (code, f"llima-box-guest: project may not be a home directory: {home}\n")
+            want = f"{lead}llima-box-guest: project may not be a home directory: {home}\n"
+            assert (r.returncode, r.stderr) == (code, want)
     finally:
         guest.sh(f"userdel {user}; rmdir {home}")
 

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from tests.guest import PREFIX, REPO, Guest
-from tests.test_guest_contract import snapshot
+from tests.test_guest_contract import VERBS, snapshot
 
 
 def listed(guest: Guest, user: str = "alice") -> dict[str, dict]:
@@ -33,9 +33,10 @@ def test_another_accounts_project_is_refused(guest, env_name):
     bobs = guest.make_project("bob", "secret" + secrets.token_hex(3))
     guest.run(["sh", "-c", f"echo KEY > {bobs}/private && chown bob: {bobs}/private && chmod 600 {bobs}/private"])
     before = snapshot(guest)
-    for verb, code in (("create", 2), ("enter", 125)):
+    for verb, code, lead in VERBS:
         r = guest.guest_script(verb, env_name, bobs, *(["--", "cat", f"{bobs}/private"] if verb == "enter" else []))
-        assert (r.returncode, r.stderr) == (code, f"llima-box-guest: project belongs to another account: {bobs}\n")
+        want = f"{lead}llima-box-guest: project belongs to another account: {bobs}\n"
+        assert (r.returncode, r.stderr) == (code, want)
         assert "KEY" not in r.stdout
     assert snapshot(guest) == before
 
@@ -49,7 +50,7 @@ def test_only_root_names_the_account(guest, env_name, project):
         r = guest.run([f"{PREFIX}/enter", env_name, project, "--owner", "alice", "--", "id", "-un"])
         assert (r.returncode, r.stdout) == (0, env_name + "\n")
         r = guest.run([f"{PREFIX}/enter", env_name, project, "--owner", "bob", "--", "true"])
-        assert (r.returncode, r.stderr) == (125, f"llima-box-guest: env {env_name} belongs to another account\n")
+        assert (r.returncode, r.stderr) == (125, f"Error: llima-box-guest: env {env_name} belongs to another account\n")
     finally:
         guest.guest_script("delete", env_name)
 
@@ -118,10 +119,10 @@ def test_a_refused_project_leaves_nothing_behind(guest, env_name):
     roots = f"/Users/alice/r{secrets.token_hex(3)}"
     guest.run(["install", "-d", "-m", "0755", roots]).check_returncode()  # root's, under an allowed root
     before = snapshot(guest)
-    for verb, code in (("create", 2), ("enter", 125)):
+    for verb, code, lead in VERBS:
         r = guest.guest_script(verb, env_name, roots)
         assert r.returncode == code
-        assert r.stderr.startswith("llima-box-guest: project belongs to ")
+        assert r.stderr.startswith(lead + "llima-box-guest: project belongs to ")
     assert snapshot(guest) == before
 
 

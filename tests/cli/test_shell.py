@@ -58,7 +58,7 @@ def test_shell_bad_path_is_125(lb, project) -> None:
     missing = project / "nope"
     result = lb("shell", str(missing), "--", "true")
     assert result.exit_code == 125
-    assert result.stderr == f"llima-box-guest: project is not an existing directory: {missing}\n"
+    assert result.stderr == f"Error: llima-box-guest: project is not an existing directory: {missing}\n"
 
 
 def test_shell_usage_error_is_125(lb) -> None:
