@@ -183,7 +183,7 @@ class Guest:
     def install_cli(self) -> None:
         """Make this checkout's ``llima-box`` (run by this interpreter) runnable by the guest's users."""
         exe = Path(sys.executable)
-        for parent in exe.parents:
+        for parent in {*exe.parents, *exe.resolve().parents}:  # a venv's python is a link into the system's
             self.run(["chmod", "o+rx", str(parent)])
         # this checkout's llimabox (seen read-only at the same path in the guest), not an installed copy
         wrapper = (f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(REPO))}\nexport PYTHONPATH\n"
