@@ -223,7 +223,7 @@ def shell(
     backend = open_backend(config, overrides, accept_host_key)
     try:
         target = shell_target(backend, path if path is not None else os.getcwd())
-        options = [] if target.known else _config_options(config)
+        options = [] if target.known else config_options(config)
         if options:  # a new env with the config's network or limits: made by create first (one round trip, once)
             backend.check_verb("create", target.name, target.project, *options)
         if pty is None:
@@ -309,7 +309,7 @@ def create_options(network: str | None = None, memory: str | None = None, pids: 
     return args
 
 
-def _config_options(config: Config) -> list[str]:
+def config_options(config: Config) -> list[str]:
     allow = (config.env_allow or "").replace(",", " ").split()
     return create_options(config.env_network, config.env_memory, config.env_pids, config.env_cpus,
                           home=config.env_home, allow=allow)
@@ -346,7 +346,7 @@ def create(
     backend = open_backend(config, overrides, accept_host_key)
     try:
         given = create_options(network, memory, pids, cpus, publish, home, allow)
-        return create_in(backend, path if path is not None else os.getcwd(), given, _config_options(config))
+        return create_in(backend, path if path is not None else os.getcwd(), given, config_options(config))
     finally:
         backend.close()
 

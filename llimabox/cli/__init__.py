@@ -13,6 +13,7 @@ import click
 
 from llimabox import __version__
 from llimabox.cli._common import CONTEXT_SETTINGS, Globals
+from llimabox.cli.backup import export, import_
 from llimabox.cli.doctor import doctor
 from llimabox.cli.envs import create, delete, delete_all, list_envs, ports, stop
 from llimabox.cli.guest import provision, status
@@ -108,8 +109,8 @@ def cli(
         logging.basicConfig(level=logging.DEBUG, format="llima-box: %(levelname)s: %(message)s")
 
 
-for _command in (shell, create, list_envs, ports, stop, delete, delete_all, status, provision, verify, vm, doctor,
-                 serve, audit):
+for _command in (shell, create, list_envs, ports, stop, delete, delete_all, export, import_, status, provision, verify,
+                 vm, doctor, serve, audit):
     cli.add_command(_command)
 
 main = cli
