@@ -23,6 +23,7 @@ from llimabox.errors import (
     HostKeyError,
     InvalidInput,
     LlimaBoxError,
+    SessionRefused,
     StateError,
 )
 
@@ -32,7 +33,7 @@ if t.TYPE_CHECKING:
     from llimabox.store import Store
 
 __all__ = [
-    "shell", "shell_target", "run_in_env", "record_use", "ShellTarget",
+    "shell", "shell_target", "run_in_env", "record_use", "ShellTarget", "Use",
     "create", "create_in", "list_envs", "list_in", "delete", "delete_all", "status", "provision", "open_backend",
     "verify", "verify_in",
 ]  # fmt: skip
@@ -119,6 +120,28 @@ def shell_target(backend: Backend, path: str | os.PathLike[str]) -> ShellTarget:
     return ShellTarget(names.env_name(where), where, None, known=False)
 
 
+@dataclasses.dataclass
+class Use:
+    """A command run in an env, for the audit log (``llima-box audit``)."""
+
+    command: str | None  # None: an interactive shell
+    started_at: datetime.datetime
+    source: str = "cli"
+
+    @classmethod
+    def of(cls, cmd: t.Sequence[str], source: str = "cli") -> Use:
+        import shlex
+
+        return cls(shlex.join(cmd) if cmd else None, _now(), source)
+
+    def row(self, target: ShellTarget, code: int) -> dict[str, t.Any]:
+        import getpass
+
+        return {"user": getpass.getuser(), "source": self.source, "env": target.name, "project": target.project,
+                "kind": "exec" if self.command else "shell", "command": self.command,
+                "started_at": self.started_at, "ended_at": _now(), "exit_status": code}
+
+
 def _record_first_use(backend: Backend, target: ShellTarget) -> None:
     """Before the first command in a new env: record it (so a ``delete`` meanwhile drops the record
     with the env, and nothing records it again afterwards); never raises."""
@@ -134,15 +157,17 @@ def _record_first_use(backend: Backend, target: ShellTarget) -> None:
     target.recorded = True
 
 
-def record_use(backend: Backend, target: ShellTarget, code: int) -> None:
+def record_use(backend: Backend, target: ShellTarget, code: int, use: Use | None = None) -> None:
     """After the command: touch the env's record (or drop the one made before, when enter made no
-    env); never raises, never inserts (an env deleted meanwhile stays deleted)."""
+    env) and log ``use`` with its exit status; never raises, never inserts an env (one deleted
+    meanwhile stays deleted)."""
+    session = use.row(target, code) if use is not None else None
     try:
         if target.fast:
             from llimabox import fastindex, paths
 
             try:
-                fastindex.touch(paths.db_path(), target.name)
+                fastindex.touch(paths.db_path(), target.name, session)
                 return
             except fastindex.FastIndexUnavailable:
                 pass
@@ -154,6 +179,8 @@ def record_use(backend: Backend, target: ShellTarget, code: int) -> None:
                 store.touch(target.name)
             elif code in _SKIP_RECORD:
                 store.delete(target.name)
+            if session is not None:
+                store.add_session(session)
         finally:
             store.close()
     except Exception as exc:  # noqa: BLE001 -- recording is best effort after the command ran
@@ -228,11 +255,12 @@ def shell(
             backend.check_verb("create", target.name, target.project, *options)
         if pty is None:
             pty = _isatty(stdin, sys.stdin) and _isatty(stdout, sys.stdout)
+        use = Use.of(cmd)
         code = run_in_env(
-            backend, target, cmd, environ=environ, pty=pty, forward_agent=forward_agent,
+            backend, target, cmd, environ=environ, use=use, pty=pty, forward_agent=forward_agent,
             stdin=stdin, stdout=stdout, stderr=stderr,
         )  # fmt: skip
-        record_use(backend, target, code)
+        record_use(backend, target, code, use)
         return code
     finally:
         backend.close()
@@ -244,11 +272,13 @@ def run_in_env(
     cmd: t.Sequence[str],
     *,
     environ: t.Mapping[str, str],
+    use: Use | None = None,
     **kwargs: t.Any,
 ) -> int:
     """Run ``cmd`` in ``target``'s env on an open backend (upgrading the guest side once if it must).
 
-    ``kwargs`` go to :meth:`Backend.enter` (pty, forward_agent, the streams, cancel_fd).
+    ``kwargs`` go to :meth:`Backend.enter` (pty, forward_agent, the streams, cancel_fd). When llima-box
+    fails, the env's record is settled and ``use`` logged here; else the caller does it (:func:`record_use`).
     """
     env = {k: v for k, v in environ.items() if guest.ENV_VARS.match(k)}
     if not target.known:
@@ -260,8 +290,9 @@ def run_in_env(
             if not _try_upgrade(backend):
                 raise
             return backend.enter(target.name, target.project, list(cmd), cwd=target.cwd, env=env, **kwargs)
-    except LlimaBoxError:
-        record_use(backend, target, _SKIP_RECORD[-1])
+    except LlimaBoxError as exc:
+        refused = isinstance(exc, SessionRefused)  # nothing ran: the caller may try again
+        record_use(backend, target, _SKIP_RECORD[-1], None if refused else use)
         raise
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 import datetime
 import os
 import sqlite3
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["HEAD_REVISION", "FastIndexUnavailable", "find_containing", "touch"]
 
 HEAD_REVISION = "0002"
+_STAMP = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy keeps a naive UTC DateTime in SQLite
 
 
 class FastIndexUnavailable(Exception):
@@ -46,14 +49,24 @@ def find_containing(db: os.PathLike[str] | str, guest: str, path: str) -> tuple[
     return max(hits, key=lambda hit: len(hit[1])) if hits else None
 
 
-def touch(db: os.PathLike[str] | str, name: str) -> None:
-    """Record that env ``name`` was used now."""
+def touch(db: os.PathLike[str] | str, name: str, session: Mapping[str, Any] | None = None) -> None:
+    """Record that env ``name`` was used now, and the ``session`` (a row of ``audit_sessions`` without id
+    and bytes, its datetimes UTC) in the same transaction."""
     conn = _connect(db)
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    now = datetime.datetime.now(datetime.UTC).strftime(_STAMP)
     try:
         with conn:
             conn.execute("UPDATE envs SET last_used_at = ? WHERE name = ?", (now, name))
+            if session is not None:
+                row = {**session, "started_at": _stamp(session["started_at"]), "ended_at": _stamp(session["ended_at"])}
+                conn.execute("INSERT INTO audit_sessions (user, source, env, project, kind, command, started_at, "
+                             "ended_at, exit_status, bytes_in, bytes_out) VALUES (:user, :source, :env, :project, "
+                             ":kind, :command, :started_at, :ended_at, :exit_status, 0, 0)", row)
     except sqlite3.Error as e:
         raise FastIndexUnavailable(str(e)) from None
     finally:
         conn.close()
+
+
+def _stamp(when: datetime.datetime) -> str:
+    return when.astimezone(datetime.UTC).strftime(_STAMP)

@@ -290,6 +290,13 @@ class Store:
             s.flush()
             return row.id
 
+    def add_session(self, row: t.Mapping[str, t.Any]) -> None:
+        """Record a whole session at once (a ``shell`` of the CLI): ``row`` has every column but the id and
+        bytes; its datetimes are UTC."""
+        with self._session() as s:
+            s.add(SessionLog(**{**row, "started_at": _naive(row["started_at"]), "ended_at": _naive(row["ended_at"]),
+                                "bytes_in": 0, "bytes_out": 0}))
+
     def end_session(self, session_id: int, exit_status: int | None, bytes_in: int, bytes_out: int) -> None:
         """Record the end of a session (now)."""
         with self._session() as s:

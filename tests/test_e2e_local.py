@@ -85,3 +85,10 @@ def test_a_project_not_yours_is_one_error_line(guest: t.Any, project: str, owner
         assert all(row["project"] != p for row in json.loads(_out(_run(guest, "list", "--json"))))
     finally:
         guest.run(["rmdir", p])
+
+
+def test_shell_is_audited(guest: t.Any, project: str) -> None:
+    assert _run(guest, "shell", project, "--", "sh", "-c", "exit 5 # local-audit").returncode == 5
+    sessions = json.loads(_out(_run(guest, "audit", "--json")))["sessions"]
+    row = [s for s in sessions if "local-audit" in (s["command"] or "")][-1]
+    assert (row["user"], row["project"], row["exit_status"], row["kind"]) == ("alice", project, 5, "exec")

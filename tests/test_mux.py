@@ -144,3 +144,18 @@ def test_create_and_list_share_the_connection_too(lb: LB, project: str, guest: t
     assert bad.returncode == 2
     assert bad.stderr.decode() == f"Error: llima-box-guest: project is not an existing directory: {project}/missing\n"
     assert lb("create", "/etc").returncode == 2 and name in guest.run(["ls", "/var/lib/llima-box/envs"]).stdout
+
+
+def test_every_command_leaves_an_audit_row(lb: LB, project: str) -> None:
+    """Through the mux as without it: who, env, project, command, start, end and exit status."""
+    warm(lb, project)
+    tag = f"audit-{os.getpid()}-{time.monotonic_ns()}"
+    assert lb("shell", project, "--", "sh", "-c", f"exit 3 # {tag}").returncode == 3
+    no_mux = {**lb.env, "LLIMA_BOX_MUX": "0"}
+    assert lb("shell", project, "--", "sh", "-c", f"exit 4 # {tag}", env=no_mux).returncode == 4
+    sessions = json.loads(lb("audit", "--json").stdout)["sessions"]
+    mine = [s for s in sessions if tag in (s["command"] or "")]
+    assert [(s["exit_status"], s["kind"], s["project"], s["source"]) for s in mine] == [
+        (3, "exec", project, "cli"), (4, "exec", project, "cli")]
+    assert all(s["env"].startswith("lb-") and s["user"] and s["started_at"] <= s["ended_at"] for s in mine)
+    assert mine[0]["command"] == f"sh -c 'exit 3 # {tag}'"

@@ -55,7 +55,7 @@ _SESSION_COLUMNS = ("started_at", "ended_at", "user", "source", "env", "kind", "
               help="Show instead what the filtering proxies of envs with an allow-list refused (from the guest).")
 @pass_globals
 def audit(g: Globals, as_json: bool, user: str | None, since: str | None, egress: bool) -> None:
-    """Show serve's log of authentication attempts and sessions (--egress: the refused hosts of envs).
+    """Show the log of sessions (every shell of yours; serve's: its logins too) (--egress: the refused hosts of envs).
 
     \b
     Examples:

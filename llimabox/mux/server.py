@@ -221,15 +221,17 @@ class _Handler(socketserver.BaseRequestHandler):
         with self.server.state_lock:
             target = api.shell_target(self.server.backend(config, agent), where)
 
+        use = api.Use.of(msg.cmd)
+
         def run(backend: Backend) -> int:
             return api.run_in_env(
-                backend, target, msg.cmd, environ=env, pty=False,
+                backend, target, msg.cmd, environ=env, use=use, pty=False,
                 stdin=files[0], stdout=files[1], stderr=files[2], cancel_fd=self.request.fileno(),
             )  # fmt: skip
 
         code = self._retrying(config, agent, run, uses_state=False)
         backend = self.server.backend(config, agent)
-        return code, lambda: api.record_use(backend, target, code)
+        return code, lambda: api.record_use(backend, target, code, use)
 
 
 def _message(exc: Exception) -> str:
