@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["HEAD_REVISION", "FastIndexUnavailable", "find_containing", "touch"]
+__all__ = ["HEAD_REVISION", "FastIndexUnavailable", "env_names", "find_containing", "touch"]
 
 HEAD_REVISION = "0002"
 _STAMP = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy keeps a naive UTC DateTime in SQLite
@@ -47,6 +47,17 @@ def find_containing(db: os.PathLike[str] | str, guest: str, path: str) -> tuple[
         conn.close()
     hits = [(n, p) for n, p in rows if path == p or path.startswith(p.rstrip("/") + "/")]
     return max(hits, key=lambda hit: len(hit[1])) if hits else None
+
+
+def env_names(db: os.PathLike[str] | str) -> list[str]:
+    """Every recorded env's name (for shell completion)."""
+    conn = _connect(db)
+    try:
+        return [row[0] for row in conn.execute("SELECT name FROM envs ORDER BY name")]
+    except sqlite3.Error as e:
+        raise FastIndexUnavailable(str(e)) from None
+    finally:
+        conn.close()
 
 
 def touch(db: os.PathLike[str] | str, name: str, session: Mapping[str, Any] | None = None) -> None:

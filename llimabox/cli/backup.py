@@ -7,13 +7,13 @@ import sys
 
 import click
 
-from llimabox.cli._common import CONTEXT_SETTINGS, Globals, pass_globals
+from llimabox.cli._common import CONTEXT_SETTINGS, Globals, complete_envs, pass_globals
 
 __all__ = ["export", "import_"]
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("target", metavar="[PATH|NAME]", required=False)
+@click.argument("target", metavar="[PATH|NAME]", required=False, shell_complete=complete_envs)
 @pass_globals
 def export(g: Globals, target: str | None) -> None:
     """Write the home of the env of PATH or NAME to stdout as a tar stream (not the project).
@@ -34,7 +34,7 @@ def export(g: Globals, target: str | None) -> None:
 
 @click.command("import", context_settings=CONTEXT_SETTINGS)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.argument("target", metavar="[PATH|NAME]", required=False)
+@click.argument("target", metavar="[PATH|NAME]", required=False, shell_complete=complete_envs)
 @pass_globals
 def import_(g: Globals, file: str, target: str | None) -> None:
     """Unpack an export FILE into the home of the env of PATH or NAME (the env of a PATH is made if missing).

@@ -8,13 +8,13 @@ import typing as t
 
 import click
 
-from llimabox.cli._common import CONTEXT_SETTINGS, Globals, pass_globals
+from llimabox.cli._common import CONTEXT_SETTINGS, Globals, complete_dirs, complete_envs, pass_globals
 
 __all__ = ["create", "list_envs", "ports", "stop", "delete", "delete_all"]
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("path", required=False)
+@click.argument("path", required=False, shell_complete=complete_dirs)
 @click.option("--network", type=click.Choice(["isolated", "offline", "shared"]),
               help="isolated (default): its own network, outbound through NAT, its ports published; offline: "
                    "loopback only; shared: the guest's. Fixed once made. [env_network]")
@@ -53,7 +53,7 @@ def create(g: Globals, path: str | None, network: str | None, publish: tuple[str
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("path", required=False)
+@click.argument("path", required=False, shell_complete=complete_dirs)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of objects.")
 @pass_globals
 def ports(g: Globals, path: str | None, as_json: bool) -> None:
@@ -127,7 +127,7 @@ def _confirm(question: str, yes: bool) -> None:
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("target", metavar="[PATH|NAME]", required=False)
+@click.argument("target", metavar="[PATH|NAME]", required=False, shell_complete=complete_envs)
 @pass_globals
 def stop(g: Globals, target: str | None) -> None:
     """Stop the env of PATH or NAME (default: the env of the current directory).
@@ -145,7 +145,7 @@ def stop(g: Globals, target: str | None) -> None:
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("target", metavar="[PATH|NAME]", required=False)
+@click.argument("target", metavar="[PATH|NAME]", required=False, shell_complete=complete_envs)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @pass_globals
 def delete(g: Globals, target: str | None, yes: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from llimabox.cli._common import CONTEXT_SETTINGS, Globals, pass_globals
+from llimabox.cli._common import CONTEXT_SETTINGS, Globals, complete_dirs, pass_globals
 
 __all__ = ["shell"]
 
@@ -27,7 +27,8 @@ class _ShellCommand(click.Command):
 @click.option("-t", "pty", flag_value=True, default=None, help="Force a pseudo-terminal.")
 @click.option("-T", "pty", flag_value=False, help="Never use a pseudo-terminal.")
 @click.option("-A", "forward_agent", is_flag=True, help="Forward the SSH agent into the env.")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[PATH] [-- CMD [ARG]...]")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[PATH] [-- CMD [ARG]...]",
+                shell_complete=complete_dirs)
 @pass_globals
 def shell(g: Globals, pty: bool | None, forward_agent: bool, args: tuple[str, ...]) -> int:
     """Run a shell or a command in the env of PATH (default: the current directory).

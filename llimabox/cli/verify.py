@@ -6,13 +6,13 @@ import json
 
 import click
 
-from llimabox.cli._common import CONTEXT_SETTINGS, Globals, pass_globals
+from llimabox.cli._common import CONTEXT_SETTINGS, Globals, complete_dirs, pass_globals
 
 __all__ = ["verify"]
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("path", required=False)
+@click.argument("path", required=False, shell_complete=complete_dirs)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of the checks.")
 @pass_globals
 def verify(g: Globals, path: str | None, as_json: bool) -> int:
