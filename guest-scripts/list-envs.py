@@ -146,6 +146,11 @@ def home_size(state, name):
         return None
 
 
+def project_gone(project):
+    """The project is no more while its parent is there (so not an absent share: that hides the parent too)."""
+    return not os.path.lexists(project) and os.path.isdir(os.path.dirname(project))
+
+
 def main(state, run, only=""):
     known = uids()
     lines = []
@@ -164,6 +169,7 @@ def main(state, run, only=""):
             "mode": first_line(f"{path}/mode").partition(" ")[0],
             "cgroup": first_line(f"{path}/cgroup"),
             "network": first_line(f"{path}/network") or "shared",
+            "project_gone": project_gone(project),
         }
         row["limits"] = limits(path, row["cgroup"] if row["alive"] else "")
         row["limits"]["home"] = home_size(state, name)

@@ -34,7 +34,8 @@ if t.TYPE_CHECKING:
 
 __all__ = [
     "shell", "shell_target", "run_in_env", "record_use", "ShellTarget", "Use",
-    "create", "create_in", "list_envs", "list_in", "delete", "delete_all", "status", "provision", "open_backend",
+    "create", "create_in", "list_envs", "list_in", "prune_plan", "prune", "delete", "delete_all", "status",
+    "provision", "open_backend",
     "verify", "verify_in",
 ]  # fmt: skip
 
@@ -438,6 +439,7 @@ def _reconcile(backend: Backend, live: list[guest.GuestEnv], records: t.Sequence
                 "network": env.network if env is not None else None,
                 "ports": env.ports if env is not None else None,
                 **({"allow": env.allow, "refused": env.refused} if env is not None and env.allow else {}),
+                "project_gone": env.project_gone if env is not None else False,
             }
         )
     return rows
@@ -460,6 +462,42 @@ def list_envs(
     try:
         return list_in(backend)
     finally:
+        backend.close()
+
+
+def prune_plan(
+    *, config: Config | None = None, overrides: Overrides | None = None, accept_host_key: bool = False
+) -> list[dict[str, t.Any]]:
+    """What :func:`prune` would do: rows of :func:`list_envs`, each with an ``action``: ``forget`` (a record
+    of an env the guest no longer has), ``adopt`` (an env of yours the state database does not know) or
+    ``delete`` (an env whose project is gone)."""
+    rows = list_envs(config=config, overrides=overrides, accept_host_key=accept_host_key)
+    actions = {"missing-in-guest": "forget", "unknown-to-database": "adopt"}
+    plan = [{**row, "action": "delete" if row["project_gone"] else actions.get(row["status"])} for row in rows]
+    return [row for row in plan if row["action"]]
+
+
+def prune(
+    plan: t.Sequence[t.Mapping[str, t.Any]],
+    *,
+    config: Config | None = None,
+    overrides: Overrides | None = None,
+    accept_host_key: bool = False,
+) -> None:
+    """Carry out a :func:`prune_plan`."""
+    backend = open_backend(config, overrides, accept_host_key)
+    store = _open_store()
+    try:
+        with store.changing_envs():
+            for row in plan:
+                if row["action"] == "delete":
+                    _named_verb(backend, "delete", row["name"])
+                if row["action"] in ("delete", "forget"):
+                    store.delete(row["name"])
+                elif row["action"] == "adopt":
+                    _upsert(store, backend, row["name"], row["project"], None)
+    finally:
+        store.close()
         backend.close()
 
 

@@ -66,6 +66,7 @@ class GuestEnv:
     ports: list[dict[str, t.Any]] | None = None
     allow: list[str] | None = None
     refused: list[dict[str, t.Any]] | None = None
+    project_gone: bool = False
 
 
 def verb_argv(verb: str, *args: str, sudo: bool) -> list[str]:
@@ -141,6 +142,7 @@ def parse_list(stdout: bytes) -> list[GuestEnv]:
                     allow=[str(h) for h in obj["allow"]] if isinstance(obj.get("allow"), list) else None,
                     refused=[{"time": str(r["time"]), "host": str(r["host"])} for r in obj["refused"]]
                     if isinstance(obj.get("refused"), list) else None,
+                    project_gone=obj.get("project_gone") is True,
                 )
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

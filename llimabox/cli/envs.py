@@ -87,23 +87,46 @@ _COLUMNS = ("name", "status", "project", "last_used_at")
 
 @click.command(name="list", context_settings=CONTEXT_SETTINGS)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of objects.")
+@click.option("--prune", is_flag=True, help="Settle drift and delete the envs whose project is gone (asks first).")
+@click.option("--yes", is_flag=True, help="Prune without asking (needed without a terminal).")
 @pass_globals
-def list_envs(g: Globals, as_json: bool) -> None:
+def list_envs(g: Globals, as_json: bool, prune: bool, yes: bool) -> None:
     """List the envs of the guest with their status.
 
-    Status is running, stopped, missing-in-guest or unknown-to-database.
+    Status is running, stopped, missing-in-guest or unknown-to-database. With --prune: a record of an
+    env the guest no longer has (missing-in-guest) is dropped, an env of yours the state database does
+    not know (unknown-to-database) is recorded, and an env whose project directory is gone (while the
+    directory above it is there) is deleted, with its home.
 
     \b
-    Example:
+    Examples:
         llima-box list --json
+        llima-box list --prune
     """
     from llimabox import api
 
+    if prune:
+        _prune(g, yes)
+        return
     rows = api.list_envs(**g.api_kwargs())
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     _table(rows)
+
+
+def _prune(g: Globals, yes: bool) -> None:
+    from llimabox import api
+
+    plan = api.prune_plan(**g.api_kwargs())
+    if not plan:
+        click.echo("nothing to prune", err=True)
+        return
+    for row in plan:
+        click.echo(f"{row['action']:<6}  {row['name']}  {row['project']}")
+    if any(row["action"] == "delete" for row in plan):
+        _confirm("Delete the envs marked delete (their homes too) and settle the rest?", yes)
+    api.prune(plan, **g.api_kwargs())
 
 
 def _table(rows: list[dict[str, t.Any]]) -> None:

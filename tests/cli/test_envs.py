@@ -145,3 +145,31 @@ def test_allow_list_and_audit_egress(lb, project) -> None:
     assert [(r["name"], r["host"]) for r in refused] == [(name, "refused.invalid")]
     result = lb("create", str(project.parent / "nope"), "--allow", "not a host")
     assert result.exit_code == 2
+
+
+def test_list_prune_settles_drift_and_deletes_envs_whose_project_is_gone(lb, project, guest) -> None:
+    kept = lb("create", str(project)).stdout.strip()
+    doomed_project = guest.make_shared_project("alice", "doomed-" + project.name[-6:])
+    doomed = lb("create", str(doomed_project)).stdout.strip()
+    doomed_project.rmdir()
+    stray_project = guest.make_project("alice", "stray-" + project.name[-6:])
+    stray = names.env_name(stray_project)
+    guest.run([f"{PREFIX}/create", stray, stray_project]).check_returncode()
+    vanished = lb("create", str(guest.make_shared_project("alice", "vanished-" + project.name[-6:]))).stdout.strip()
+    guest.run([f"{PREFIX}/delete", vanished]).check_returncode()
+    try:
+        refused = lb("list", "--prune")
+        assert refused.exit_code == 2 and "--yes" in refused.stderr  # no terminal here
+        assert doomed in lb.envs_in_guest()
+        result = lb("list", "--prune", "--yes")
+        assert result.exit_code == 0, result.stderr
+        actions = {line.split()[1]: line.split()[0] for line in result.stdout.splitlines()}
+        mine = {name: actions.get(name) for name in (doomed, stray, vanished, kept)}  # others': other tests' drift
+        assert mine == {doomed: "delete", stray: "adopt", vanished: "forget", kept: None}
+        status = {r["name"]: r["status"] for r in lb.json("list")}
+        assert (status.get(kept), status.get(stray), doomed in status, vanished in status) == (
+            "running", "running", False, False)
+        assert doomed not in lb.envs_in_guest() and kept in lb.envs_in_guest()
+        assert lb("list", "--prune").stderr == "nothing to prune\n"
+    finally:
+        guest.run([f"{PREFIX}/delete", stray])
