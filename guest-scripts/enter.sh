@@ -166,7 +166,8 @@ entry_argv=(
 	"TERM=$term" "LANG=$lang" "${extra[@]}" --
 )
 rc=0
-"${entry_argv[@]}" "$@" || rc=$?
+# CMD gets the caller's stderr; bash's own note of its end by a signal ("line N: PID Hangup") goes nowhere
+{ "${entry_argv[@]}" "$@" 2>&7 7>&- || rc=$?; } 7>&2 2>/dev/null
 if [[ -n $watcher ]]; then
 	kill "$watcher" 2>/dev/null || true
 	wait "$watcher" 2>/dev/null || true
