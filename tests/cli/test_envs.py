@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 from llimabox import guest, names
 
 PREFIX = "/usr/local/libexec/llima-box"
@@ -173,3 +175,19 @@ def test_list_prune_settles_drift_and_deletes_envs_whose_project_is_gone(lb, pro
         assert lb("list", "--prune").stderr == "nothing to prune\n"
     finally:
         guest.run([f"{PREFIX}/delete", stray])
+
+
+def test_overlapping_projects_use_the_innermost_env(lb, project, guest) -> None:
+    for sub in ("sub", "sub/x", "y"):
+        (project / sub).mkdir()
+        os.chown(project / sub, project.stat().st_uid, project.stat().st_gid)
+    outer = lb("create", str(project)).stdout.strip()
+    made = lb("create", str(project / "sub"))
+    inner = made.stdout.strip()
+    assert made.exit_code == 0, made.stderr
+    assert outer != inner
+    for where, env in ((project / "sub" / "x", inner), (project / "y", outer), (project / "sub", inner)):
+        result = lb("shell", str(where), "--", "sh", "-c", "id -un; pwd")
+        assert result.stdout.splitlines() == [env, str(where)], result.stderr
+    assert lb("delete", str(project / "sub")).stdout.strip() == inner  # exactly PATH's env
+    assert outer in lb.envs_in_guest() and inner not in lb.envs_in_guest()
