@@ -283,6 +283,7 @@ make_env() {
 	printf '%s\n' "${LB_NETWORK:-isolated}" >"$dir.new/network" # create's --network (lib/network.sh)
 	[[ -z ${LB_PUBLISH:-} ]] || printf '%s' "$LB_PUBLISH" >"$dir.new/publish" # create's --publish, a line each
 	[[ -z ${LB_ALLOW:-} ]] || printf '%s' "$LB_ALLOW" >"$dir.new/allow" # create's --allow, a line each
+	[[ -z ${LB_IDLE:-} ]] || printf '%s\n' "$LB_IDLE" >"$dir.new/idle_stop" # create's --idle-stop (lib/idle-stop.sh)
 	printf '%s\n' "$owner" >"$dir.new/owner"
 	date -u +%Y-%m-%dT%H:%M:%SZ >"$dir.new/created"
 	account_whole "$name" || remove_account "$name"

@@ -1,12 +1,13 @@
 #!/bin/bash
 # create NAME PROJECT [--owner ACCOUNT] [--network isolated|offline|shared] [--publish INSIDE[:OUTSIDE]]...
-#        [--allow HOST]... [--home SIZE] [--memory SIZE] [--pids N] [--cpus N]:
+#        [--allow HOST]... [--home SIZE] [--memory SIZE] [--pids N] [--cpus N] [--idle-stop SECONDS]:
 # make the env (user, home, namespaces); idempotent. PROJECT must belong to the caller (sudo's
 # SUDO_UID); a root caller may name the account. Fixed when the env is made: --network (lib/network.sh;
 # default isolated), --publish (an isolated env's port INSIDE always on the guest's OUTSIDE, default the
 # same), --allow (the only hosts an isolated env reaches, through its filtering proxy; .example.com: and
 # its subdomains), --home (the size of its home's filesystem, lib/home.sh). The limits (lib/limits.sh) are recorded
-# and, for a running env, applied now (the sizes of /tmp, /var/tmp and /dev/shm at its next start).
+# and, for a running env, applied now (the sizes of /tmp, /var/tmp and /dev/shm at its next start), as is
+# --idle-stop (stop the env once no process of its user has run for SECONDS, lib/idle-stop.sh; 0: never).
 set -euo pipefail
 # shellcheck source=common.sh
 source /usr/local/libexec/llima-box/lib/common.sh
@@ -16,9 +17,9 @@ source "$LB_LIB/limits.sh"
 source "$LB_LIB/network.sh"
 need_root
 usage="usage: create NAME PROJECT [--owner ACCOUNT] [--network isolated|offline|shared] [--publish INSIDE[:OUTSIDE]]... \
-[--allow HOST]... [--home SIZE] [--memory SIZE] [--pids N] [--cpus N]"
+[--allow HOST]... [--home SIZE] [--memory SIZE] [--pids N] [--cpus N] [--idle-stop SECONDS]"
 (($# >= 2)) || bad "$usage"
-name=$1 project=$2 owner="" network="" publish="" home_size="" allow=""
+name=$1 project=$2 owner="" network="" publish="" home_size="" allow="" idle=""
 shift 2
 limits=()
 port_number() { [[ $1 =~ ^[1-9][0-9]{0,4}$ ]] && (($1 <= 65535)); }
@@ -35,6 +36,10 @@ while (($#)); do
 		[[ $2 =~ ^\.?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$ && ${#2} -le 253 ]] ||
 			bad "--allow takes a host name such as pypi.org (.example.com: and its subdomains), not '$2'"
 		allow+="$2"$'\n'
+		;;
+	--idle-stop)
+		[[ $2 =~ ^(0|[1-9][0-9]{0,8})$ ]] || bad "--idle-stop takes seconds (0: never), not '$2'"
+		idle=$2
 		;;
 	--home) home_size=$(size_bytes "$2") || bad "--home takes a size such as 20G or 512M, not '$2'" ;;
 	--publish)
@@ -56,7 +61,7 @@ check_project "$project"
 run_dirs
 [[ -z $publish || ${network:-isolated} == isolated ]] || bad "--publish needs --network isolated"
 [[ -z $allow || ${network:-isolated} == isolated ]] || bad "--allow needs --network isolated"
-export LB_NETWORK=$network LB_PUBLISH=$publish LB_HOME_SIZE=$home_size LB_ALLOW=$allow # a new env is made with them
+export LB_NETWORK=$network LB_PUBLISH=$publish LB_HOME_SIZE=$home_size LB_ALLOW=$allow LB_IDLE=$idle # a new env is made with them
 if [[ -n $LIMIT_MEMORY$LIMIT_PIDS$LIMIT_CPUS ]]; then
 	export LB_LIMITS="${LIMIT_MEMORY:-0} ${LIMIT_PIDS:-0} ${LIMIT_CPUS:-0}" # a new env starts with them
 fi
@@ -78,6 +83,7 @@ if [[ -d $(env_dir "$name") ]]; then
 		with_lock "$name" save_limits "$name"
 		limits_apply "$name"
 	fi
+	[[ -z $idle ]] || printf '%s\n' "$idle" >"$(env_dir "$name")/idle_stop"
 	exit 0
 fi
 ensure_env "$name" "$project"

@@ -323,9 +323,12 @@ def _ensure_current(backend: Backend) -> int | None:
 
 def create_options(network: str | None = None, memory: str | None = None, pids: int | None = None,
                    cpus: float | None = None, publish: t.Sequence[str] = (), home: str | None = None,
-                   allow: t.Sequence[str] = ()) -> list[str]:
-    """The guest's ``create`` options for an env's network, ports, egress, home size and limits (those given)."""
+                   allow: t.Sequence[str] = (), idle_stop: int | None = None) -> list[str]:
+    """The guest's ``create`` options for an env's network, ports, egress, home size, limits and idle
+    stop (those given)."""
     args = ["--network", network] if network is not None else []
+    if idle_stop is not None:
+        args += ["--idle-stop", str(int(idle_stop))]
     for spec in publish:
         args += ["--publish", str(spec)]
     for host in allow:
@@ -344,7 +347,7 @@ def create_options(network: str | None = None, memory: str | None = None, pids: 
 def config_options(config: Config) -> list[str]:
     allow = (config.env_allow or "").replace(",", " ").split()
     return create_options(config.env_network, config.env_memory, config.env_pids, config.env_cpus,
-                          home=config.env_home, allow=allow)
+                          home=config.env_home, allow=allow, idle_stop=config.env_idle_stop or None)
 
 
 def create(
@@ -360,6 +363,7 @@ def create(
     publish: t.Sequence[str] = (),
     home: str | None = None,
     allow: t.Sequence[str] = (),
+    idle_stop: int | None = None,
 ) -> str:
     """Create the env of ``path`` (default: the working directory) and return its name.
 
@@ -367,9 +371,10 @@ def create(
     its /tmp, /var/tmp and /dev/shm at its next start), its ``network`` (``isolated``, ``offline`` or
     ``shared``), ``publish`` (``INSIDE[:OUTSIDE]`` ports of an isolated env, always published), ``allow``
     (the only hosts an isolated env reaches, through its filtering proxy) and ``home`` (the size of its
-    home's filesystem) cannot change. What is not given keeps its value, or for
+    home's filesystem) cannot change; ``idle_stop`` (seconds without a process of the env's before the guest
+    stops it, 0: never) can. What is not given keeps its value, or for
     a new env comes from the config (``env_network``, ``env_memory``, ``env_pids``, ``env_cpus``,
-    ``env_home``, ``env_allow``) or the guest's defaults.
+    ``env_home``, ``env_allow``, ``env_idle_stop``) or the guest's defaults.
     """
     if config is None:
         from llimabox.config import load_config
@@ -377,7 +382,7 @@ def create(
         config = load_config(os.environ, overrides)
     backend = open_backend(config, overrides, accept_host_key)
     try:
-        given = create_options(network, memory, pids, cpus, publish, home, allow)
+        given = create_options(network, memory, pids, cpus, publish, home, allow, idle_stop)
         return create_in(backend, path if path is not None else os.getcwd(), given, config_options(config))
     finally:
         backend.close()

@@ -28,6 +28,8 @@ FIELDS: list[tuple[str, type, object, str]] = [
     ("env_allow", str, None, "hosts each new env alone may reach, through a filtering proxy (comma-separated; "
      ".example.com: and its subdomains; default: no list, the internet)"),
     ("env_home", str, None, "size of each new env's home filesystem, e.g. 20G (default: a quarter of the disk)"),
+    ("env_idle_stop", int, 0, "stop each new env once no process of it has run for this many seconds, checked "
+     "once a minute where the guest runs systemd (0: never)"),
     ("vm_name", str, "llima-box", "lima backend: the VM instance name"),
     ("lima_config", str, None, "lima backend: your own lima.yaml instead of the embedded one"),
     ("sudo", bool, True, "run the guest scripts through sudo -n (unless the guest user is root)"),
@@ -77,6 +79,7 @@ class Config:
     env_cpus: float | None = None
     env_home: str | None = None
     env_allow: str | None = None
+    env_idle_stop: int = 0
     vm_name: str = "llima-box"
     lima_config: str | None = None
     sudo: bool = True

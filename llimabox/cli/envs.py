@@ -27,9 +27,11 @@ __all__ = ["create", "list_envs", "ports", "stop", "delete", "delete_all"]
 @click.option("--memory", metavar="SIZE", help="Memory the env may use, e.g. 4G (no swap). [env_memory]")
 @click.option("--pids", type=click.IntRange(min=16), metavar="N", help="Processes and threads at most. [env_pids]")
 @click.option("--cpus", type=click.FloatRange(min=0.01), metavar="N", help="CPUs at most, e.g. 1.5. [env_cpus]")
+@click.option("--idle-stop", type=click.IntRange(min=0, max=999999999), metavar="SECONDS",
+              help="Stop the env once nothing of it has run for SECONDS (0: never). [env_idle_stop]")
 @pass_globals
 def create(g: Globals, path: str | None, network: str | None, publish: tuple[str, ...], allow: tuple[str, ...],
-           home: str | None, memory: str | None, pids: int | None, cpus: float | None) -> None:
+           home: str | None, memory: str | None, pids: int | None, cpus: float | None, idle_stop: int | None) -> None:
     """Create the env of PATH (default: the current directory) and print its name.
 
     Creating an env that exists already succeeds; limits given then change at once (the sizes of its
@@ -49,7 +51,7 @@ def create(g: Globals, path: str | None, network: str | None, publish: tuple[str
     from llimabox import api
 
     click.echo(api.create(path, network=network, memory=memory, pids=pids, cpus=cpus, publish=publish, home=home,
-                          allow=allow, **g.api_kwargs()))
+                          allow=allow, idle_stop=idle_stop, **g.api_kwargs()))
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)

@@ -100,3 +100,20 @@ def test_a_full_home_leaves_the_other_env_and_the_guest_writable(vm: VM, lb: LB,
     assert lb.shell(b, "head -c 16M /dev/zero > ~/f && rm ~/f && echo ok").stdout == b"ok\n"
     assert vm.ssh("head -c 16M /dev/zero > ~/f && rm ~/f && echo ok").stdout == "ok\n"
     assert lb.shell(a, "rm ~/fill && echo ok").stdout == b"ok\n"
+
+
+def test_systemd_stops_an_idle_env(vm: VM, lb: LB) -> None:
+    """Provisioning's timer runs the idle sweep; the sweep's service, started as the timer does, stops an env
+    made with --idle-stop once it was seen idle that long."""
+    assert vm.root("systemctl is-active llima-box-idle-stop.timer").stdout.strip() == "active"
+    project = vm.host_project(vm.share("9p"), f"idle-{secrets.token_hex(2)}")
+    r = lb("create", str(project), "--idle-stop", "1")
+    assert r.returncode == 0, r.stderr
+    name = r.stdout.decode().strip()
+    try:
+        for _ in range(2):  # first seen idle, then idle for longer than a second
+            vm.root("sleep 1.2; systemctl start llima-box-idle-stop.service").check_returncode()
+        status = {row["name"]: row["status"] for row in lb.json("list")}[name]
+        assert status == "stopped", vm.root("journalctl -u llima-box-idle-stop.service -n 20").stdout
+    finally:
+        lb("delete", name, "--yes")
