@@ -24,21 +24,28 @@ from llimabox.lima.limactl import (
 if t.TYPE_CHECKING:
     from llimabox.transport import SSHTarget
 
-__all__ = ["VM", "VMNotReady"]
+__all__ = ["VM", "VMMissing", "VMNotReady"]
 
 log = logging.getLogger("llimabox")
 RUNNING, STOPPED, BROKEN = "Running", "Stopped", "Broken"
+#: The lima.yaml keys ``vm start`` sets: sizes (an existing VM takes them at a restart) and the VM type (fixed).
+SIZE_KEYS, VM_TYPE = ("cpus", "memory", "disk"), "vmType"
 
 
 class VMNotReady(GuestUnreachable):
     """The VM could not be created, started or made ready."""
 
 
+class VMMissing(VMNotReady):
+    """There is no VM yet (and this command does not create one)."""
+
+
 class VM:
     """The Lima instance ``name``, driven through limactl.
 
     :param config_file: a lima.yaml of the user's own instead of the embedded one (used at creation).
-    :param start_args: extra ``limactl start`` options (``--cpus 8``, …).
+    :param start_args: extra ``limactl start`` options (``--timeout 20m``, …).
+    :param settings: top-level lima.yaml keys to set at creation (``cpus``, ``memory``, ``disk``, ``vmType``).
     """
 
     def __init__(
@@ -48,12 +55,14 @@ class VM:
         start_args: t.Sequence[str] = (),
         environ: t.Mapping[str, str] | None = None,
         out: t.Any = None,
+        settings: t.Mapping[str, t.Any] | None = None,
     ) -> None:
         self.environ = dict(environ if environ is not None else os.environ)
         self.lc = Limactl(environ=self.environ)
         self.name = name
         self.config_file = config_file
         self.start_args = list(start_args)
+        self.settings = dict(settings or {})
         self.out = out
         self.started = False  # this process booted it (its readiness probe just passed)
 
@@ -85,7 +94,7 @@ class VM:
         """
         inst = self.info()
         if inst is None:
-            raise VMNotReady(f"there is no Lima VM {self.name} yet; create it: llima-box vm start")
+            raise VMMissing(f"there is no Lima VM {self.name} yet; create it: llima-box vm start")
         if inst.status == STOPPED:
             raise VMNotReady(f"the Lima VM {self.name} is Stopped; start it: llima-box vm start")
         if inst.status != RUNNING:
@@ -144,12 +153,35 @@ class VM:
         )
 
     def template(self) -> str:
+        """The lima.yaml to create the VM from: the user's or the embedded one, with ``settings`` set."""
         if self.config_file:
             try:
-                return Path(os.path.expanduser(self.config_file)).read_text(encoding="utf-8")
+                text = Path(os.path.expanduser(self.config_file)).read_text(encoding="utf-8")
             except OSError as exc:
                 raise InvalidInput(f"cannot read the Lima config {self.config_file}: {exc.strerror}") from exc
-        return render.render(self.environ.get("HOME") or os.path.expanduser("~"))
+        else:
+            text = render.render(self.environ.get("HOME") or os.path.expanduser("~"))
+        return render.with_top_level(text, self.settings)
+
+    def instance_yaml(self) -> str:
+        """The instance's own lima.yaml (``$LIMA_HOME/NAME/lima.yaml``); empty when unreadable."""
+        try:
+            return (self.dir / "lima.yaml").read_text(encoding="utf-8")
+        except OSError:
+            return ""
+
+    def changed_sizes(self) -> dict[str, t.Any]:
+        """The sizes in ``settings`` that differ from the instance's lima.yaml."""
+        have = render.top_level(self.instance_yaml(), SIZE_KEYS)
+        return {k: v for k, v in self.settings.items() if k in SIZE_KEYS and str(have.get(k)) != str(v)}
+
+    def apply_sizes(self, sizes: t.Mapping[str, t.Any]) -> None:
+        """Stop the VM when it runs and write ``sizes`` into its lima.yaml (the next start boots with them)."""
+        inst = self.info()
+        if inst is not None and inst.status == RUNNING:
+            self._say(f"stopping the Lima VM {self.name} to change its sizes")
+            self.stop()
+        (self.dir / "lima.yaml").write_text(render.with_top_level(self.instance_yaml(), sizes), encoding="utf-8")
 
     def create(self) -> None:
         """Create the instance (Stopped) from the embedded yaml or the user's."""
@@ -172,7 +204,8 @@ class VM:
             return
         if have is not None and have != guest.packaged_version() and not self.config_file:
             self._say(f"updating the VM's lima.yaml to guest scripts version {guest.packaged_version()}")
-            path.write_text(self.template(), encoding="utf-8")
+            kept = render.top_level(self.instance_yaml(), (*SIZE_KEYS, VM_TYPE))  # what it was made or resized with
+            path.write_text(render.with_top_level(self.template(), kept), encoding="utf-8")
 
     def start(self) -> None:
         """``limactl start`` with progress; on failure show the log tail and raise."""
