@@ -125,3 +125,25 @@ def test_readme_vm_examples_run(fake: FakeLima, tmp_path: Path) -> None:
         r = run(fake, "rd", *argv, cwd=tmp_path)
         assert r.returncode == 0, (argv, r.stderr)
     assert run(fake, "rd", "vm", "delete", "--yes").returncode == 0
+
+
+def test_new_sizes_are_asked_for_on_a_terminal(fake: FakeLima) -> None:
+    import pexpect
+
+    assert run(fake, "tt", "vm", "start").returncode == 0
+    env = {**fake.env, "LLIMA_BOX_VM_NAME": "tt"}
+    argv = [*fake.lb_argv[1:], "vm", "start", "--cpus", "1"]
+    p = pexpect.spawn(fake.lb_argv[0], argv, env=env, timeout=120)
+    p.expect(r"Restart the Lima VM tt with cpus 1\? \[y/N\]")
+    p.sendline("n")
+    p.expect(pexpect.EOF)
+    p.close()
+    assert p.exitstatus == 2 and instance_yaml(fake, "tt")["cpus"] == 4
+    p = pexpect.spawn(fake.lb_argv[0], argv, env=env, timeout=120)
+    p.expect(r"\[y/N\]")
+    p.sendline("y")
+    p.expect("the Lima VM tt is running")
+    p.expect(pexpect.EOF)
+    p.close()
+    assert p.exitstatus == 0 and instance_yaml(fake, "tt")["cpus"] == 1 and status(fake, "tt") == "Running"
+    assert fake.limactl("delete", "-f", "tt").returncode == 0
