@@ -59,7 +59,7 @@ def start(
     :raises InvalidInput: an existing VM would need a restart (refused), or ``--config``/the VM type cannot apply.
     """
     was = vm.info()
-    if was is not None:
+    if was is not None and was.status in ("Running", "Stopped"):  # else ensure_running says what is wrong
         _check_fixed(vm, was.vm_type, config_given)
         sizes = vm.changed_sizes()
         if sizes and _agreed(vm, sizes, yes, ask):

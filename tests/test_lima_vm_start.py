@@ -69,6 +69,9 @@ def test_fixed_settings_of_an_existing_vm_are_refused(fake: FakeLima) -> None:
     own.write_text("images: []\n")
     r = run(fake, "sz", "vm", "start", "--config", str(own))
     assert r.returncode == 2 and "--config applies when it is created" in r.stderr
+    r = run(fake, "sz", "vm", "start", "--disk", "20GiB", "--yes")
+    assert r.returncode == 2 and "cannot shrink from 30GiB to 20GiB" in r.stderr
+    assert run(fake, "sz", "vm", "start", "--memory", "3G").stdout == "the Lima VM sz is already running\n"  # same
     for bad in (["--memory", "lots"], ["--vm-type", "xen"], ["--cpus", "0"]):
         r = run(fake, "sz", "vm", "start", *bad)
         assert r.returncode == 2 and "Traceback" not in r.stderr

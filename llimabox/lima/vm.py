@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 import typing as t
@@ -38,6 +39,28 @@ class VMNotReady(GuestUnreachable):
 
 class VMMissing(VMNotReady):
     """There is no VM yet (and this command does not create one)."""
+
+
+_UNITS = "BKMGTP"
+
+
+def size_bytes(size: object) -> float:
+    """A Lima size (``16GiB``, ``16G``, ``512MiB``, a number of bytes) in bytes; its units are binary, as Lima's."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(?:([KMGTP])i?B?|B)?\s*", str(size), re.IGNORECASE)
+    if not m:
+        raise InvalidInput(f"{size!r} is not a size like 16GiB")
+    return float(m.group(1)) * 1024 ** _UNITS.index((m.group(2) or "B").upper())
+
+
+def _differ(have: object, want: object) -> bool:
+    if have is None:
+        return True
+    if isinstance(want, int):
+        return str(have) != str(want)
+    try:
+        return size_bytes(have) != size_bytes(want)
+    except InvalidInput:
+        return True
 
 
 class VM:
@@ -171,9 +194,18 @@ class VM:
             return ""
 
     def changed_sizes(self) -> dict[str, t.Any]:
-        """The sizes in ``settings`` that differ from the instance's lima.yaml."""
+        """The sizes in ``settings`` that differ from the instance's lima.yaml.
+
+        :raises InvalidInput: the disk would shrink (Lima only grows a disk).
+        """
         have = render.top_level(self.instance_yaml(), SIZE_KEYS)
-        return {k: v for k, v in self.settings.items() if k in SIZE_KEYS and str(have.get(k)) != str(v)}
+        changed = {k: v for k, v in self.settings.items() if k in SIZE_KEYS and _differ(have.get(k), v)}
+        if "disk" in changed and "disk" in have and size_bytes(changed["disk"]) < size_bytes(have["disk"]):
+            raise InvalidInput(
+                f"the disk of the Lima VM {self.name} cannot shrink from {have['disk']} to {changed['disk']}; "
+                "to recreate it: llima-box vm delete, then llima-box vm start --disk " + str(changed["disk"])
+            )
+        return changed
 
     def apply_sizes(self, sizes: t.Mapping[str, t.Any]) -> None:
         """Stop the VM when it runs and write ``sizes`` into its lima.yaml (the next start boots with them)."""
