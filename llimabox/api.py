@@ -45,16 +45,22 @@ _SKIP_RECORD = (125,)  # enter refused its arguments or failed itself: maybe no 
 
 
 def open_backend(
-    config: Config | None = None, overrides: Overrides | None = None, accept_host_key: bool = False
+    config: Config | None = None, overrides: Overrides | None = None, accept_host_key: bool = False,
+    start: bool = False,
 ) -> Backend:
-    """Load the configuration (``config`` wins over environment + ``overrides``) and return the backend."""
+    """Load the configuration (``config`` wins over environment + ``overrides``) and return the backend.
+
+    :param start: first use may create or boot the guest (the Lima VM); else a missing or stopped VM is an error.
+    """
     if config is None:
         from llimabox.config import load_config
 
         config = load_config(os.environ, overrides)
     from llimabox.backends import get_backend
 
-    return get_backend(config, accept_host_key=accept_host_key)
+    backend = get_backend(config, accept_host_key=accept_host_key)
+    backend.start_on_demand = start
+    return backend
 
 
 def _project(backend: Backend, path: str | os.PathLike[str]) -> str:
@@ -248,7 +254,7 @@ def shell(
 
         config = load_config(os.environ, overrides)
     forward_agent = forward_agent or config.forward_agent
-    backend = open_backend(config, overrides, accept_host_key)
+    backend = open_backend(config, overrides, accept_host_key, start=True)
     try:
         target = shell_target(backend, path if path is not None else os.getcwd())
         options = [] if target.known else config_options(config)
@@ -380,7 +386,7 @@ def create(
         from llimabox.config import load_config
 
         config = load_config(os.environ, overrides)
-    backend = open_backend(config, overrides, accept_host_key)
+    backend = open_backend(config, overrides, accept_host_key, start=True)
     try:
         given = create_options(network, memory, pids, cpus, publish, home, allow, idle_stop)
         return create_in(backend, path if path is not None else os.getcwd(), given, config_options(config))
@@ -542,8 +548,13 @@ def ports(
 
 
 def list_in(backend: Backend) -> list[dict[str, t.Any]]:
-    """:func:`list_envs` on an open backend."""
-    live = guest.parse_list(backend.check_verb("list"))
+    """:func:`list_envs` on an open backend; none when there is no Lima VM yet."""
+    from llimabox.lima.vm import VMMissing
+
+    try:
+        live = guest.parse_list(backend.check_verb("list"))
+    except VMMissing:
+        return []
     store = _open_store()
     try:
         records = list(store.all(guest=backend.identity))
@@ -674,8 +685,7 @@ def status(
     """Report the backend, whether the guest is reachable and up to date, and the state database."""
     from llimabox import __version__, paths
 
-    backend = open_backend(config, overrides, accept_host_key)
-    backend.start_on_demand = False  # a report: never boot the VM for it
+    backend = open_backend(config, overrides, accept_host_key)  # a report: never boots the VM
     info: dict[str, t.Any] = {
         "version": __version__,
         "backend": backend.kind,
@@ -732,7 +742,7 @@ def provision(
     :param group: also let every member of this group run the guest verbs, each with envs of their
         own (``""``: no group; default: the guest's current setting).
     """
-    backend = open_backend(config, overrides, accept_host_key)
+    backend = open_backend(config, overrides, accept_host_key, start=True)
     try:
         return backend.provision(user=user, roots=roots, group=group)
     finally:

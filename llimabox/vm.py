@@ -28,13 +28,18 @@ def _config(overrides: Overrides | None) -> Config:
 
 
 def open_vm(
-    overrides: Overrides | None = None, config_file: str | None = None, start_args: t.Sequence[str] = ()
+    overrides: Overrides | None = None,
+    config_file: str | None = None,
+    start_args: t.Sequence[str] = (),
+    settings: t.Mapping[str, t.Any] | None = None,
 ) -> VM:
-    """The configured VM (``vm_name``), with ``config_file`` (else the ``lima_config`` key) for creation."""
+    """The configured VM (``vm_name``), with ``config_file`` (else the ``lima_config`` key) and ``settings``
+    (lima.yaml keys: ``cpus``, ``memory``, ``disk``, ``vmType``) for creation."""
     from llimabox.lima.vm import VM
 
     config = _config(overrides)
-    return VM(str(config.vm_name), config_file=config_file or config.lima_config, start_args=start_args)
+    return VM(str(config.vm_name), config_file=config_file or config.lima_config, start_args=start_args,
+              settings=settings)
 
 
 def _existing(vm: VM) -> t.Any:
@@ -44,13 +49,60 @@ def _existing(vm: VM) -> t.Any:
     return inst
 
 
-def start(vm: VM) -> str:
-    """Create (when missing) and start the VM; return a summary line."""
+def start(
+    vm: VM, yes: bool = False, ask: t.Callable[[str], bool] | None = None, config_given: bool = False
+) -> str:
+    """Create (when missing) and start the VM; return a summary line.
+
+    An existing VM takes new sizes at a restart: with ``yes``, or when ``ask`` (a terminal's prompt) agrees.
+
+    :raises InvalidInput: an existing VM would need a restart (refused), or ``--config``/the VM type cannot apply.
+    """
     was = vm.info()
+    if was is not None and was.status in ("Running", "Stopped"):  # else ensure_running says what is wrong
+        _check_fixed(vm, was.vm_type, config_given)
+        sizes = vm.changed_sizes()
+        if sizes and _agreed(vm, sizes, yes, ask):
+            vm.apply_sizes(sizes)
+            was = None
     inst = vm.ensure_running()
     if was is not None and was.status == "Running":
         return f"the Lima VM {inst.name} is already running"
     return f"the Lima VM {inst.name} is running"
+
+
+def _check_fixed(vm: VM, vm_type: str | None, config_given: bool) -> None:
+    from llimabox.lima.vm import VM_TYPE
+
+    recreate = f"to recreate it: llima-box vm delete, then llima-box vm start {_flags(vm.settings)}".rstrip()
+    want = vm.settings.get(VM_TYPE)
+    if want and vm_type and want != vm_type:
+        raise InvalidInput(f"the Lima VM {vm.name} exists with VM type {vm_type}; {recreate}")
+    if config_given and vm.template() != vm.instance_yaml():
+        import shlex
+
+        raise InvalidInput(f"the Lima VM {vm.name} exists: --config applies when it is created; "
+                           f"{recreate} --config {shlex.quote(str(vm.config_file))}")
+
+
+def _agreed(vm: VM, sizes: t.Mapping[str, t.Any], yes: bool, ask: t.Callable[[str], bool] | None) -> bool:
+    if yes:
+        return True
+    change = ", ".join(f"{k} {v}" for k, v in sizes.items())
+    if ask is not None:
+        if ask(f"Restart the Lima VM {vm.name} with {change}?"):
+            return True
+        raise InvalidInput(f"the Lima VM {vm.name} keeps its sizes")
+    raise InvalidInput(f"the Lima VM {vm.name} exists; to restart it with {change}, run: "
+                       f"llima-box vm start {_flags(sizes)} --yes")
+
+
+def _flags(settings: t.Mapping[str, t.Any]) -> str:
+    """``settings`` as the ``vm start`` options that give them."""
+    import shlex
+
+    flag = {"cpus": "--cpus", "memory": "--memory", "disk": "--disk", "vmType": "--vm-type"}
+    return " ".join(f"{flag[k]} {shlex.quote(str(v))}" for k, v in settings.items() if k in flag)
 
 
 def stop(vm: VM, force: bool = False) -> str:
@@ -105,6 +157,7 @@ def provision(overrides: Overrides | None = None) -> str:
     from llimabox.backends import lima_backend
 
     backend = lima_backend(_config(overrides))
+    backend.start_on_demand = True
     try:
         return backend.provision()
     finally:

@@ -89,8 +89,8 @@ def instance_json(name: str) -> str:
     d = inst_dir(name)
     st, message = status(name)
     doc = load_yaml(name)[0] or {}
-    obj: dict = {"name": name, "hostname": f"lima-{name}", "status": st, "dir": str(d), "vmType": "qemu",
-                 "arch": os.uname().machine}
+    obj: dict = {"name": name, "hostname": f"lima-{name}", "status": st, "dir": str(d),
+                 "vmType": doc.get("vmType") or "qemu", "arch": os.uname().machine}
     if doc.get("cpus"):
         obj["cpus"] = int(doc["cpus"])
     if message:
@@ -294,7 +294,7 @@ def cmd_start(args: list[str]) -> None:
         log("info", f"The instance {name!r} is already running. Run `limactl shell {name}` to open the shell.")
         return
     doc = load_yaml(name)[0] or {}
-    log("info", f'Starting the instance "{name}" with VM driver "qemu"')
+    log("info", f'Starting the instance "{name}" with VM driver "{doc.get("vmType") or "qemu"}"')
     pid = boot(name, doc)
     log("info", "[hostagent] SSH Local Port: " + (inst_dir(name) / "ssh.port").read_text().strip())
     log("info", "[hostagent] Waiting for the essential requirement 1 of 2: \"ssh\"")

@@ -125,9 +125,9 @@ def test_vm_commands(fake: FakeLima) -> None:
     assert [row["status"] for row in json.loads(listed.stdout)] == ["running"]
     assert lb("delete", "--yes").returncode == 0
     listed = subprocess.run([*fake.lb_argv, "list", "--json"], env=env, capture_output=True, check=False)
-    assert json.loads(listed.stdout) == []  # a fresh VM, and no records of the envs of the deleted one
-    assert lb("delete", "--yes").returncode == 0
-    assert json.loads(lb("status", "--json").stdout)["status"] == "missing"
+    assert json.loads(listed.stdout) == []  # no VM, and no records of the envs of the deleted one
+    assert json.loads(lb("status", "--json").stdout)["status"] == "missing"  # list made none
+    assert lb("delete", "--yes").returncode == 1
     r = subprocess.run([*fake.lb_argv, "--backend", "local", "vm", "status"], env=env, capture_output=True,
                        check=False)
     assert r.returncode == 2 and b"--backend lima" in r.stderr

@@ -85,3 +85,15 @@ def test_default_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.platform", "darwin")
     with pytest.raises(InvalidInput, match="brew install lima"):
         choose_kind(Config())
+
+
+def test_top_level_keys_are_set_in_place() -> None:
+    text = render.render("/h")
+    out = render.with_top_level(text, {"cpus": 2, "memory": "3GiB", "vmType": "vz"})
+    assert render.rendered_version(out) == guest.packaged_version()  # the marker line stays
+    assert render.top_level(out, ["cpus", "memory", "disk", "vmType"]) == {
+        "cpus": 2, "memory": "3GiB", "disk": "100GiB", "vmType": "vz"}
+    assert yaml.safe_load(out)["provision"] == yaml.safe_load(text)["provision"]
+    mine = "# mine\nimages: []\ncpus: 4  # four\n"
+    assert render.with_top_level(mine, {"cpus": 1, "disk": "9GiB"}) == "# mine\nimages: []\ncpus: 1\ndisk: 9GiB\n"
+    assert render.top_level("images: [\n", ["cpus"]) == {}

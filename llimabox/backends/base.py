@@ -30,8 +30,9 @@ class Backend(abc.ABC):
     local_paths: bool = True
     #: The fix shown when the guest side is missing.
     provision_hint: str = "llima-box provision"
-    #: Whether first use may create or start the guest (the Lima VM); reports turn it off.
-    start_on_demand: bool = True
+    #: Whether first use may create or start the guest (the Lima VM): only commands that make or enter envs
+    #: (and provisioning) turn it on; the others say the VM is missing or stopped.
+    start_on_demand: bool = False
 
     @abc.abstractmethod
     def run_verb(self, verb: str, *args: str) -> tuple[int, bytes, bytes]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 
 import click
 
@@ -17,32 +19,49 @@ def vm() -> None:
 
     \b
     Example:
-        llima-box vm start --cpus 8 --memory 16GiB
+        llima-box vm start --cpus 8 --memory 16GiB --vm-type vz
     """
+
+
+SIZE = r"[0-9]+(\.[0-9]+)?\s*([KMGTP]i?B?|B)?"
+
+
+def _size(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(SIZE, value, re.IGNORECASE):
+        raise click.BadParameter(f"{value!r} is not a size like 16GiB", param=param)
+    return value
 
 
 @vm.command(context_settings={**CONTEXT_SETTINGS, "ignore_unknown_options": False})
 @click.option("--config", "config_file", metavar="FILE", help="Your own lima.yaml (used when the VM is created).")
-@click.option("--cpus", type=click.IntRange(1), help="limactl start --cpus.")
-@click.option("--memory", metavar="SIZE", help="limactl start --memory (e.g. 16GiB).")
-@click.option("--disk", metavar="SIZE", help="limactl start --disk (e.g. 200GiB).")
+@click.option("--cpus", type=click.IntRange(1), help="CPUs of the VM (lima.yaml cpus).")
+@click.option("--memory", metavar="SIZE", callback=_size, help="Memory of the VM, e.g. 16GiB (lima.yaml memory).")
+@click.option("--disk", metavar="SIZE", callback=_size, help="Disk of the VM, e.g. 200GiB (lima.yaml disk).")
+@click.option("--vm-type", type=click.Choice(["qemu", "vz"]), help="Lima's VM driver (fixed once created).")
+@click.option("--yes", "-y", is_flag=True, help="Restart an existing VM to apply new sizes without asking.")
 @click.argument("limactl_args", nargs=-1, metavar="[-- LIMACTL-START-OPTIONS...]")
 @pass_globals
 def start(
     g: Globals, config_file: str | None, cpus: int | None, memory: str | None, disk: str | None,
-    limactl_args: tuple[str, ...],
+    vm_type: str | None, yes: bool, limactl_args: tuple[str, ...],
 ) -> None:  # fmt: skip
     """Create the VM when it is missing and start it when it is stopped.
 
+    The sizes and --vm-type go into the VM's lima.yaml when it is created. An existing VM takes new
+    sizes when it restarts: asked on a terminal, else only with --yes.
+
     \b
-    Example:
-        llima-box vm start --config ./my-lima.yaml -- --vm-type vz
+    Examples:
+        llima-box vm start --cpus 8 --memory 16GiB --vm-type vz
+        llima-box vm start --config ./my-lima.yaml -- --timeout 20m
     """
     from llimabox import vm as manage
 
-    extra = [*(["--cpus", str(cpus)] if cpus else []), *(["--memory", memory] if memory else [])]
-    extra += [*(["--disk", disk] if disk else []), *limactl_args]
-    click.echo(manage.start(manage.open_vm(g.api_kwargs()["overrides"], config_file, extra)))
+    given = {"cpus": cpus, "memory": memory, "disk": disk, "vmType": vm_type}
+    settings = {k: v for k, v in given.items() if v is not None}
+    vm_ = manage.open_vm(g.api_kwargs()["overrides"], config_file, limactl_args, settings)
+    ask = click.confirm if sys.stdin.isatty() and sys.stdout.isatty() else None
+    click.echo(manage.start(vm_, yes=yes, ask=ask, config_given=config_file is not None))
 
 
 @vm.command(context_settings=CONTEXT_SETTINGS)

@@ -43,6 +43,7 @@ class Instance:
     message: str | None = None
     user: str | None = None
     lima_version: str | None = None
+    vm_type: str | None = None
 
     @classmethod
     def from_json(cls, obj: t.Mapping[str, t.Any]) -> Instance:
@@ -58,6 +59,7 @@ class Instance:
             message=obj.get("message") or None,
             user=user,
             lima_version=obj.get("limaVersion") or None,
+            vm_type=obj.get("vmType") or None,
         )
 
 

@@ -10,6 +10,7 @@ import base64
 import gzip
 import io
 import os
+import re
 import shlex
 import tarfile
 import textwrap
@@ -19,7 +20,7 @@ import yaml
 
 from llimabox import guest
 
-__all__ = ["MARKER", "payload", "render", "rendered_version"]
+__all__ = ["MARKER", "payload", "render", "rendered_version", "top_level", "with_top_level"]
 
 #: The first line of a rendered yaml; followed by the guest-scripts version.
 MARKER = "# llima-box embedded lima.yaml, guest scripts version "
@@ -104,6 +105,29 @@ def rendered_version(text: str) -> int | None:
         return int(first[len(MARKER) :])
     except ValueError:
         return None
+
+
+def top_level(text: str, keys: t.Iterable[str]) -> dict[str, t.Any]:
+    """The values of the top-level ``keys`` a lima.yaml sets (absent keys are left out)."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    return {k: doc[k] for k in keys if isinstance(doc, dict) and doc.get(k) is not None}
+
+
+def with_top_level(text: str, values: t.Mapping[str, t.Any]) -> str:
+    """``text`` with each top-level ``key: value`` of ``values`` set, its comments and layout kept.
+
+    A top-level key starts a line (block scalars are indented), so a line edit is enough.
+    """
+    for key, value in values.items():
+        line = f"{key}: {yaml.safe_dump(value, default_flow_style=True).splitlines()[0]}"
+        pattern = re.compile(rf"^{re.escape(key)}:.*$", re.MULTILINE)
+        text, found = pattern.subn(lambda _m, line=line: line, text, count=1)
+        if not found:
+            text = text.rstrip("\n") + f"\n{line}\n"
+    return text
 
 
 class _Dumper(yaml.SafeDumper):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 import typing as t
@@ -24,21 +25,50 @@ from llimabox.lima.limactl import (
 if t.TYPE_CHECKING:
     from llimabox.transport import SSHTarget
 
-__all__ = ["VM", "VMNotReady"]
+__all__ = ["VM", "VMMissing", "VMNotReady"]
 
 log = logging.getLogger("llimabox")
 RUNNING, STOPPED, BROKEN = "Running", "Stopped", "Broken"
+#: The lima.yaml keys ``vm start`` sets: sizes (an existing VM takes them at a restart) and the VM type (fixed).
+SIZE_KEYS, VM_TYPE = ("cpus", "memory", "disk"), "vmType"
 
 
 class VMNotReady(GuestUnreachable):
     """The VM could not be created, started or made ready."""
 
 
+class VMMissing(VMNotReady):
+    """There is no VM yet (and this command does not create one)."""
+
+
+_UNITS = "BKMGTP"
+
+
+def size_bytes(size: object) -> float:
+    """A Lima size (``16GiB``, ``16G``, ``512MiB``, a number of bytes) in bytes; its units are binary, as Lima's."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(?:([KMGTP])i?B?|B)?\s*", str(size), re.IGNORECASE)
+    if not m:
+        raise InvalidInput(f"{size!r} is not a size like 16GiB")
+    return float(m.group(1)) * 1024 ** _UNITS.index((m.group(2) or "B").upper())
+
+
+def _differ(have: object, want: object) -> bool:
+    if have is None:
+        return True
+    if isinstance(want, int):
+        return str(have) != str(want)
+    try:
+        return size_bytes(have) != size_bytes(want)
+    except InvalidInput:
+        return True
+
+
 class VM:
     """The Lima instance ``name``, driven through limactl.
 
     :param config_file: a lima.yaml of the user's own instead of the embedded one (used at creation).
-    :param start_args: extra ``limactl start`` options (``--cpus 8``, …).
+    :param start_args: extra ``limactl start`` options (``--timeout 20m``, …).
+    :param settings: top-level lima.yaml keys to set at creation (``cpus``, ``memory``, ``disk``, ``vmType``).
     """
 
     def __init__(
@@ -48,12 +78,14 @@ class VM:
         start_args: t.Sequence[str] = (),
         environ: t.Mapping[str, str] | None = None,
         out: t.Any = None,
+        settings: t.Mapping[str, t.Any] | None = None,
     ) -> None:
         self.environ = dict(environ if environ is not None else os.environ)
         self.lc = Limactl(environ=self.environ)
         self.name = name
         self.config_file = config_file
         self.start_args = list(start_args)
+        self.settings = dict(settings or {})
         self.out = out
         self.started = False  # this process booted it (its readiness probe just passed)
 
@@ -85,7 +117,7 @@ class VM:
         """
         inst = self.info()
         if inst is None:
-            raise VMNotReady(f"there is no Lima VM {self.name} yet; create it: llima-box vm start")
+            raise VMMissing(f"there is no Lima VM {self.name} yet; create it: llima-box vm start")
         if inst.status == STOPPED:
             raise VMNotReady(f"the Lima VM {self.name} is Stopped; start it: llima-box vm start")
         if inst.status != RUNNING:
@@ -144,12 +176,44 @@ class VM:
         )
 
     def template(self) -> str:
+        """The lima.yaml to create the VM from: the user's or the embedded one, with ``settings`` set."""
         if self.config_file:
             try:
-                return Path(os.path.expanduser(self.config_file)).read_text(encoding="utf-8")
+                text = Path(os.path.expanduser(self.config_file)).read_text(encoding="utf-8")
             except OSError as exc:
                 raise InvalidInput(f"cannot read the Lima config {self.config_file}: {exc.strerror}") from exc
-        return render.render(self.environ.get("HOME") or os.path.expanduser("~"))
+        else:
+            text = render.render(self.environ.get("HOME") or os.path.expanduser("~"))
+        return render.with_top_level(text, self.settings)
+
+    def instance_yaml(self) -> str:
+        """The instance's own lima.yaml (``$LIMA_HOME/NAME/lima.yaml``); empty when unreadable."""
+        try:
+            return (self.dir / "lima.yaml").read_text(encoding="utf-8")
+        except OSError:
+            return ""
+
+    def changed_sizes(self) -> dict[str, t.Any]:
+        """The sizes in ``settings`` that differ from the instance's lima.yaml.
+
+        :raises InvalidInput: the disk would shrink (Lima only grows a disk).
+        """
+        have = render.top_level(self.instance_yaml(), SIZE_KEYS)
+        changed = {k: v for k, v in self.settings.items() if k in SIZE_KEYS and _differ(have.get(k), v)}
+        if "disk" in changed and "disk" in have and size_bytes(changed["disk"]) < size_bytes(have["disk"]):
+            raise InvalidInput(
+                f"the disk of the Lima VM {self.name} cannot shrink from {have['disk']} to {changed['disk']}; "
+                "to recreate it: llima-box vm delete, then llima-box vm start --disk " + str(changed["disk"])
+            )
+        return changed
+
+    def apply_sizes(self, sizes: t.Mapping[str, t.Any]) -> None:
+        """Stop the VM when it runs and write ``sizes`` into its lima.yaml (the next start boots with them)."""
+        inst = self.info()
+        if inst is not None and inst.status == RUNNING:
+            self._say(f"stopping the Lima VM {self.name} to change its sizes")
+            self.stop()
+        (self.dir / "lima.yaml").write_text(render.with_top_level(self.instance_yaml(), sizes), encoding="utf-8")
 
     def create(self) -> None:
         """Create the instance (Stopped) from the embedded yaml or the user's."""
@@ -172,7 +236,8 @@ class VM:
             return
         if have is not None and have != guest.packaged_version() and not self.config_file:
             self._say(f"updating the VM's lima.yaml to guest scripts version {guest.packaged_version()}")
-            path.write_text(self.template(), encoding="utf-8")
+            kept = render.top_level(self.instance_yaml(), (*SIZE_KEYS, VM_TYPE))  # what it was made or resized with
+            path.write_text(render.with_top_level(self.template(), kept), encoding="utf-8")
 
     def start(self) -> None:
         """``limactl start`` with progress; on failure show the log tail and raise."""
