@@ -68,7 +68,7 @@ def _run(backend: Backend, target: api.ShellTarget, script: str, args: list[str]
 def export_home(target: str | None, out: t.BinaryIO | None = None, **kwargs: t.Any) -> str:
     """Write the home of the env of ``target`` (NAME or PATH) as a tar stream to ``out`` (default: this
     process's stdout); return the env's name. ``kwargs``: those of :func:`api.open_backend`."""
-    backend = api.open_backend(**kwargs)
+    backend = api.open_backend(start=True, **kwargs)
     try:
         env = _target(backend, target, None)
         manifest = {
@@ -123,7 +123,7 @@ def import_home(path: str, target: str | None, config: Config | None = None, **k
         from llimabox.config import load_config
 
         config = load_config(os.environ, kwargs.get("overrides"))
-    backend = api.open_backend(config, **kwargs)
+    backend = api.open_backend(config, start=True, **kwargs)
     try:
         env = _target(backend, target, api.config_options(config))
         with open(path, "rb") as stream:
