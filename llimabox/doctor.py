@@ -86,8 +86,11 @@ def _ssh_fix(backend: Backend) -> str:
     if backend.kind == "lima":
         return "llima-box vm start"
     target = getattr(backend, "target", None)
-    where = f"-p {target.port} {shlex.quote(f'{target.user}@{target.host}')}" if target else "HOST"
-    return f"ssh {where} true (fix what it says), or rerun with --accept-host-key for a new host key"
+    if target is None:
+        return "check the host"
+    key = ["-i", target.key_filename] if target.key_filename else []
+    ssh = shlex.join(["ssh", "-p", str(target.port), *key, f"{target.user}@{target.host}", "true"])
+    return f"{ssh} (what it says is wrong), or --accept-host-key for a host key not yet pinned"
 
 
 def _guest_checks(backend: Backend) -> list[Check]:

@@ -120,3 +120,17 @@ def test_the_sudo_hint_works_for_a_venv_install(guest: t.Any, project: str) -> N
     finally:
         guest.reprovision().check_returncode()
         guest.run(["rm", "-rf", "/home/alice.guest/venv with space"])
+
+
+def test_doctor_as_root_compares_the_sudoers_rule_with_what_provisioning_writes(guest: t.Any, project: str) -> None:
+    argv = ["llima-box", "--backend", "local", "doctor", "--json"]
+    healthy = guest.run(argv)
+    assert healthy.returncode == 0, healthy.stdout
+    guest.sh("sed -i 's/^alice /bob /' /etc/sudoers.d/llima-box").check_returncode()
+    try:
+        broken = guest.run(argv)
+    finally:
+        guest.reprovision().check_returncode()
+    failed = {c["name"]: c["fix"] for c in json.loads(_out(broken))["checks"] if c["ok"] is not True}
+    assert broken.returncode == 1, broken.stdout
+    assert failed == {"sudoers": "sudo /usr/local/bin/llima-box --backend local provision"}, failed

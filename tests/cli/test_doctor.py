@@ -56,3 +56,22 @@ def test_each_breakage_fails_with_its_fix(lb, guest, breakage: str) -> None:
     assert failed[0]["ok"] is False and provision in failed[0]["fix"], failed[0]
     assert f"FAIL {name}:" in text and f"(fix: {failed[0]['fix']})" in text, text
     assert _report(lb)[0] == 0  # provisioning, the named fix, repaired it
+
+
+def test_an_unreachable_host_names_the_ssh_command(lb, guest, monkeypatch, tmp_path) -> None:
+    from tests.guest import free_port
+
+    monkeypatch.setenv("LLIMA_BOX_HOST", f"alice@127.0.0.1:{free_port()}")
+    code, report = _report(lb)
+    ssh = next(c for c in report["checks"] if c["name"] == "ssh")
+    assert code == 1 and ssh["ok"] is False and ssh["fix"].startswith("ssh -p "), report
+
+
+def test_an_unpinned_host_key_names_accept_host_key(lb, monkeypatch, tmp_path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    monkeypatch.setenv("LLIMA_BOX_KNOWN_HOSTS", str(empty))
+    code, report = _report(lb)
+    ssh = next(c for c in report["checks"] if c["name"] == "ssh")
+    assert code == 1 and ssh["ok"] is False and "--accept-host-key" in ssh["fix"], report
+    assert lb("--accept-host-key", "doctor").exit_code == 0
