@@ -134,3 +134,12 @@ def test_doctor_as_root_compares_the_sudoers_rule_with_what_provisioning_writes(
     failed = {c["name"]: c["fix"] for c in json.loads(_out(broken))["checks"] if c["ok"] is not True}
     assert broken.returncode == 1, broken.stdout
     assert failed == {"sudoers": "sudo /usr/local/bin/llima-box --backend local provision"}, failed
+
+
+def test_doctor_as_root_knows_the_rule_of_a_provisioned_group(guest: t.Any, project: str) -> None:
+    guest.reprovision("--group", "llima-box").check_returncode()
+    try:
+        r = guest.run(["llima-box", "--backend", "local", "doctor", "--json"])
+    finally:
+        guest.reprovision("--group", "").check_returncode()
+    assert r.returncode == 0, r.stdout
