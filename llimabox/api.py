@@ -322,7 +322,7 @@ def _ensure_current(backend: Backend) -> int | None:
     if version is not None and version >= guest.packaged_version():
         return version
     if backend.kind == "local" and version is None:
-        raise GuestNotProvisioned(f"the llima-box guest side is not installed; run: sudo {backend.provision_hint}")
+        raise GuestNotProvisioned(f"the llima-box guest side is not installed; run: {backend.provision_hint}")
     backend.provision()
     return backend.guest_version()
 

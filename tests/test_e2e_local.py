@@ -92,3 +92,75 @@ def test_shell_is_audited(guest: t.Any, project: str) -> None:
     sessions = json.loads(_out(_run(guest, "audit", "--json")))["sessions"]
     row = [s for s in sessions if "local-audit" in (s["command"] or "")][-1]
     assert (row["user"], row["project"], row["exit_status"], row["kind"]) == ("alice", project, 5, "exec")
+
+
+def _doctor(guest: t.Any, *, path: str | None = None) -> tuple[int, dict, str]:
+    argv = ["llima-box", "--backend", "local", "doctor"]
+    if path is not None:
+        argv = ["env", f"PATH={path}", *argv]
+    report = guest.run([*argv, "--json"], user="alice")
+    text = guest.run(argv, user="alice")
+    assert "internal error" not in text.stderr + report.stderr, (text.stderr, report.stderr)
+    return report.returncode, json.loads(_out(report)), text.stdout
+
+
+def test_doctor_passes_on_a_healthy_local_install(guest: t.Any, project: str) -> None:
+    """alice may run only the guest verbs through sudo: nothing doctor cannot check fails it."""
+    code, report, text = _doctor(guest)
+    assert (code, report["ok"]) == (0, True), report
+    assert [c["name"] for c in report["checks"]] == ["backend", "ssh", "guest_scripts", "guest_conf", "sudoers",
+                                                     "namespaces", "network", "isolation", "state_db"]
+    assert "??" not in text and "FAIL" not in text, text
+
+
+def test_doctor_before_provisioning_names_the_fix(guest: t.Any, project: str) -> None:
+    """What provisioning writes, missing: no internal error, each failure names sudo with the absolute path."""
+    guest.sh("rm -f /usr/local/libexec/llima-box/version /etc/llima-box/guest.conf /etc/sudoers.d/llima-box"
+             ).check_returncode()
+    try:
+        code, report, text = _doctor(guest)
+    finally:
+        guest.reprovision().check_returncode()
+    fix = "sudo /usr/local/bin/llima-box --backend local provision"
+    failed = {c["name"]: c["fix"] for c in report["checks"] if c["ok"] is not True}
+    assert code == 1 and failed == {"guest_scripts": fix, "guest_conf": fix, "sudoers": fix}, report
+    assert f"(fix: {fix})" in text and "sudo sudo" not in text, text
+
+
+def test_the_sudo_hint_works_for_a_venv_install(guest: t.Any, project: str) -> None:
+    """sudo's secure_path lacks a venv's bin: the hint names the running llima-box by its absolute path."""
+    venv = "/home/alice.guest/venv with space/bin"
+    guest.run(["install", "-D", "-m", "0755", "/usr/local/bin/llima-box", f"{venv}/llima-box"]).check_returncode()
+    guest.sh("rm -f /usr/local/libexec/llima-box/version").check_returncode()
+    try:
+        code, report, _ = _doctor(guest, path=f"{venv}:/usr/bin:/bin")
+        fix = next(c["fix"] for c in report["checks"] if c["name"] == "guest_scripts")
+        assert code == 1 and fix == f"sudo '{venv}/llima-box' --backend local provision", report
+        assert guest.run(["sh", "-c", fix]).returncode == 0  # as root: sudo with its secure_path
+        assert _doctor(guest)[0] == 0
+    finally:
+        guest.reprovision().check_returncode()
+        guest.run(["rm", "-rf", "/home/alice.guest/venv with space"])
+
+
+def test_doctor_as_root_compares_the_sudoers_rule_with_what_provisioning_writes(guest: t.Any, project: str) -> None:
+    argv = ["llima-box", "--backend", "local", "doctor", "--json"]
+    healthy = guest.run(argv)
+    assert healthy.returncode == 0, healthy.stdout
+    guest.sh("sed -i 's/^alice /bob /' /etc/sudoers.d/llima-box").check_returncode()
+    try:
+        broken = guest.run(argv)
+    finally:
+        guest.reprovision().check_returncode()
+    failed = {c["name"]: c["fix"] for c in json.loads(_out(broken))["checks"] if c["ok"] is not True}
+    assert broken.returncode == 1, broken.stdout
+    assert failed == {"sudoers": "sudo /usr/local/bin/llima-box --backend local provision"}, failed
+
+
+def test_doctor_as_root_knows_the_rule_of_a_provisioned_group(guest: t.Any, project: str) -> None:
+    guest.reprovision("--group", "llima-box").check_returncode()
+    try:
+        r = guest.run(["llima-box", "--backend", "local", "doctor", "--json"])
+    finally:
+        guest.reprovision("--group", "").check_returncode()
+    assert r.returncode == 0, r.stdout

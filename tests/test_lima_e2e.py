@@ -145,8 +145,8 @@ def test_doctor(fake: FakeLima) -> None:
     report = json.loads(r.stdout)
     assert r.returncode == 0 and report["ok"] is True, report
     names = [c["name"] for c in report["checks"]]
-    assert names == ["backend", "limactl", "vm", "ssh", "guest_scripts", "sudoers", "namespaces", "network",
-                     "isolation", "state_db"]
+    assert names == ["backend", "limactl", "vm", "ssh", "guest_scripts", "guest_conf", "sudoers", "namespaces",
+                     "network", "isolation", "state_db"]
     assert report["checks"][1]["detail"] == "limactl 2.2.0"
 
     assert as_root(fake, "rm", "-f", "/etc/sudoers.d/llima-box").returncode == 0

@@ -14,7 +14,13 @@ from llimabox.errors import GuestNotProvisioned, GuestScriptFailed
 
 __all__ = ["LocalBackend"]
 
-_FIX = "sudo llima-box --backend local provision"
+
+
+def _fix() -> str:
+    """The command that provisions this machine, runnable from a venv or pipx install too."""
+    from llimabox.selfpath import self_command
+
+    return f"sudo {self_command()} --backend local provision"
 
 
 class LocalBackend(Backend):
@@ -23,18 +29,21 @@ class LocalBackend(Backend):
     kind = "local"
     identity = "local"
     local_paths = True
-    provision_hint = _FIX
+
+    @property
+    def provision_hint(self) -> str:  # type: ignore[override]
+        return _fix()
 
     def __init__(self, sudo: bool = True) -> None:
         self.sudo = sudo and os.geteuid() != 0
 
     def _check_installed(self, verb: str) -> None:
         if not os.access(f"{guest.GUEST_PREFIX}/{verb}", os.X_OK):
-            raise GuestNotProvisioned(f"the llima-box guest scripts are not installed here; run: {_FIX}")
+            raise GuestNotProvisioned(f"the llima-box guest scripts are not installed here; run: {_fix()}")
 
     def _refused(self, code: int, err: bytes) -> GuestNotProvisioned | None:
         if guest.is_sudo_refusal(code, err):
-            return GuestNotProvisioned(f"sudo refuses the llima-box guest scripts ({one_line(err, '')}); run: {_FIX}")
+            return GuestNotProvisioned(f"sudo refuses the llima-box guest scripts ({one_line(err, '')}); run: {_fix()}")
         return None
 
     def run_verb(self, verb: str, *args: str) -> tuple[int, bytes, bytes]:
@@ -71,14 +80,14 @@ class LocalBackend(Backend):
                 _terminate_when_readable(proc, cancel_fd)
             code = proc.wait()
         except OSError as exc:
-            raise GuestNotProvisioned(f"cannot run {argv[0]}: {exc.strerror}; run: {_FIX}") from exc
+            raise GuestNotProvisioned(f"cannot run {argv[0]}: {exc.strerror}; run: {_fix()}") from exc
         finally:
             if old is not None:
                 signal.signal(signal.SIGINT, old)
         if code < 0:
             return 128 - code
         if code == 1 and self.sudo and not self._sudo_allows("enter"):
-            raise GuestNotProvisioned(f"sudo does not allow the llima-box guest scripts; run: {_FIX}")
+            raise GuestNotProvisioned(f"sudo does not allow the llima-box guest scripts; run: {_fix()}")
         return code
 
     def _sudo_allows(self, verb: str) -> bool:
@@ -105,7 +114,7 @@ class LocalBackend(Backend):
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
         if proc.returncode != 0:
             if os.geteuid() != 0 and proc.stderr.startswith(b"sudo:"):
-                raise GuestNotProvisioned(f"provisioning needs root; run: {_FIX}")
+                raise GuestNotProvisioned(f"provisioning needs root; run: {_fix()}")
             raise GuestScriptFailed(one_line(proc.stderr, f"provisioning failed (exit {proc.returncode})"))
         return one_line(proc.stdout, "provisioned")
 

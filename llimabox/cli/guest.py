@@ -46,8 +46,8 @@ def provision(g: Globals, user: str | None, roots: str | None, group: str | None
     \b
     Example:
         llima-box provision --roots /home          # the configured backend
-        sudo llima-box --backend local provision --user "$USER" --roots /home
-        sudo llima-box --backend local provision --group llima-box --roots /home   # a shared box
+        sudo "$(command -v llima-box)" --backend local provision --user "$USER" --roots /home
+        sudo "$(command -v llima-box)" --backend local provision --group llima-box --roots /home   # a shared box
     """
     from llimabox import api
 

@@ -22,8 +22,8 @@ def serve(g: Globals, listen: str, host_key: str | None) -> int:
     Only members of the group llima-box (serve_group) may log in; root never does.
 
     \b
-    Example:
-        sudo llima-box serve --listen 0.0.0.0:2222
+    Example (sudo by path: its secure_path may lack a venv's llima-box):
+        sudo "$(command -v llima-box)" serve --listen 0.0.0.0:2222   # as root: llima-box serve ...
         ssh -p 2222 alice+web@box make test
     """
     import logging
@@ -59,7 +59,7 @@ def audit(g: Globals, as_json: bool, user: str | None, since: str | None, egress
 
     \b
     Examples:
-        sudo llima-box audit --user alice --since 1d
+        sudo "$(command -v llima-box)" audit --user alice --since 1d
         llima-box audit --egress
     """
     if egress:

@@ -4,6 +4,7 @@ import os
 
 from llimabox import guest, names
 from llimabox.cli import cli
+from llimabox.selfpath import self_command
 
 
 def test_shell_runs_command_with_argv_intact(lb, project) -> None:
@@ -50,7 +51,8 @@ def test_shell_not_provisioned_is_125(lb, project, monkeypatch, tmp_path) -> Non
     result = lb("--backend", "local", "shell", str(project), "--", "true")
     assert result.exit_code == 125
     assert result.stderr.startswith("Error: ")
-    assert "sudo llima-box --backend local provision" in result.stderr
+    assert f"run: sudo {self_command()} --backend local provision" in result.stderr
+    assert self_command().startswith(("/", "'/"))  # sudo's secure_path may lack the venv of llima-box
     assert len(result.stderr.strip().splitlines()) == 1
 
 
