@@ -563,9 +563,14 @@ def list_in(backend: Backend) -> list[dict[str, t.Any]]:
     return _reconcile(backend, live, records)
 
 
+def names_an_env(target: str | None) -> bool:
+    """Whether a PATH|NAME argument is an env's NAME: it looks like one and is no existing path."""
+    return target is not None and names.NAME_RE.fullmatch(target) is not None and not os.path.exists(target)
+
+
 def _delete_target(backend: Backend, store: Store, target: str | None) -> str:
-    if target is not None and names.NAME_RE.fullmatch(target) and not os.path.exists(target):
-        return target
+    if names_an_env(target):
+        return t.cast(str, target)
     where = _project(backend, target if target is not None else os.getcwd())
     rec = store.find_by_project(backend.identity, where)
     if rec is None and target is None:

@@ -13,7 +13,7 @@ import os
 import tarfile
 import typing as t
 
-from llimabox import api, guest, names
+from llimabox import api, guest
 from llimabox.errors import EnvNotFound, GuestScriptFailed, InvalidInput
 
 if t.TYPE_CHECKING:
@@ -47,7 +47,7 @@ def _target(backend: Backend, target: str | None, new_options: t.Sequence[str] |
     """The env of NAME or PATH (default: the working directory's, as for ``shell``); a missing env of a
     PATH is made (with ``new_options``) when they are given, else :class:`EnvNotFound`."""
     live = _live(backend)
-    if target is not None and names.NAME_RE.fullmatch(target) and not os.path.exists(target):
+    if target is not None and api.names_an_env(target):
         if target not in live:
             raise EnvNotFound(f"no env {target!r} on {backend.identity}")
         return api.ShellTarget(target, live[target].project, None, known=True)
@@ -81,11 +81,12 @@ def export_home(target: str | None, out: t.BinaryIO | None = None, **kwargs: t.A
         backend.close()
 
 
-def read_manifest(path: str) -> dict[str, t.Any]:
-    """The manifest of an export file, after checking every member stays in the home: :class:`InvalidInput`
-    when it is no export or a member would land outside (nothing is written then)."""
+def read_manifest(path: str, stream: t.BinaryIO) -> dict[str, t.Any]:
+    """The manifest of the export file ``path`` open as ``stream`` (left at its start again), after checking
+    every member stays in the home: :class:`InvalidInput` when it is no export or a member would land outside
+    (nothing is written then)."""
     try:
-        with tarfile.open(path, "r:") as archive:
+        with tarfile.open(fileobj=stream, mode="r:") as archive:
             first = archive.next()
             data = archive.extractfile(first) if first is not None and first.name == MANIFEST else None
             manifest = json.loads(data.read(65536)) if data is not None else None
@@ -95,6 +96,7 @@ def read_manifest(path: str) -> dict[str, t.Any]:
         raise InvalidInput(f"{path}: not a llima-box export ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InvalidInput(f"{path}: not a llima-box export (no {MANIFEST} first)")
+    stream.seek(0)
     return manifest
 
 
@@ -117,17 +119,22 @@ def _check_members(path: str, archive: tarfile.TarFile, manifest: tarfile.TarInf
 
 def import_home(path: str, target: str | None, config: Config | None = None, **kwargs: t.Any) -> str:
     """Unpack the export file ``path`` into the home of the env of ``target`` (NAME or PATH; the env of a
-    PATH is made if missing); return the env's name. Files of the same name are replaced."""
-    read_manifest(path)
-    if config is None:
-        from llimabox.config import load_config
-
-        config = load_config(os.environ, kwargs.get("overrides"))
-    backend = api.open_backend(config, start=True, **kwargs)
+    PATH is made if missing); return the env's name. Files of the same name are replaced. The file is
+    opened once: what was checked is what is unpacked."""
     try:
-        env = _target(backend, target, api.config_options(config))
-        with open(path, "rb") as stream:
+        stream = open(path, "rb")
+    except OSError as exc:
+        raise InvalidInput(f"{path}: {exc.strerror}") from None
+    with stream:
+        read_manifest(path, stream)
+        if config is None:
+            from llimabox.config import load_config
+
+            config = load_config(os.environ, kwargs.get("overrides"))
+        backend = api.open_backend(config, start=True, **kwargs)
+        try:
+            env = _target(backend, target, api.config_options(config))
             _run(backend, env, _IMPORT, [], stdin=stream)
-        return env.name
-    finally:
-        backend.close()
+            return env.name
+        finally:
+            backend.close()

@@ -136,7 +136,6 @@ def _sudo(backend: Backend, argv: list[str]) -> tuple[int, bytes, bytes]:
 
 
 #: what provisioning writes to guest.conf (provision/steps/30-config.sh), and the values it accepts
-_SUDOERS_VERBS = ("create", "enter", "stop", "delete", "list", "version")
 _CONF_KEYS = ("USER", "GROUP", "ROOTS", "PROJECT_MODE")
 _PROJECT_MODES = ("auto", "idmap", "mapped", "shared-uid")
 
@@ -167,7 +166,7 @@ def expected_sudoers(user: str, group: str) -> str | None:
     """The rule provisioning writes for ``user`` and ``group`` (provision/steps/40-sudoers.sh); None: no file."""
     if not user and not group:
         return None
-    verbs = ", ".join(f"{guest.GUEST_PREFIX}/{verb}" for verb in _SUDOERS_VERBS)
+    verbs = ", ".join(f"{guest.GUEST_PREFIX}/{verb}" for verb in guest.VERBS)
     return (
         "# Installed by llima-box provisioning; changes are overwritten.\n"
         f"Cmnd_Alias LLIMA_BOX = {verbs}\n"
@@ -209,7 +208,7 @@ _SUDO_RIGHTS_PROBE = 'for v; do [ ! -e "$v" ] || sudo -n -l "$v" >/dev/null 2>&1
 
 def _sudoers_rights_check(backend: Backend, fix: str) -> Check:
     """Without root rights: sudo lets the login user run each guest verb (what the rule is for)."""
-    verbs = [f"{guest.GUEST_PREFIX}/{verb}" for verb in _SUDOERS_VERBS]
+    verbs = [f"{guest.GUEST_PREFIX}/{verb}" for verb in guest.VERBS]
     code, out, err = _capture(backend, ["sh", "-c", _SUDO_RIGHTS_PROBE, "probe", *verbs])
     if code != 0:
         return Check("sudoers", False, f"cannot ask sudo about the guest verbs: {_text(err) or 'the probe failed'}",
