@@ -9,7 +9,7 @@ import typing as t
 from llimabox import paths
 from llimabox.errors import InvalidInput
 
-__all__ = ["Config", "FIELDS", "load_config"]
+__all__ = ["Config", "FIELDS", "load_config", "project_shares"]
 
 # key, type, default, description (README's configuration table is this table)
 FIELDS: list[tuple[str, type, object, str]] = [
@@ -30,6 +30,11 @@ FIELDS: list[tuple[str, type, object, str]] = [
     ("env_home", str, None, "size of each new env's home filesystem, e.g. 20G (default: a quarter of the disk)"),
     ("env_idle_stop", int, 0, "stop each new env once no process of it has run for this many seconds, checked "
      "once a minute where the guest runs systemd (0: never)"),
+    ("shares", list, (), "host paths shown in every env, SRC[:DST][:ro|rw] (DST: the same path by default, ~/… "
+     "the env's home; read-only by default); per project: a [projects.\"PATH\"] table's shares"),
+    ("git_identity", bool, True, "show the host's ~/.gitconfig read-only as each env's ~/.gitconfig"),
+    ("vm_packages", list, (), "Debian/Ubuntu packages installed in the guest by provisioning (vm start, vm provision)"),
+    ("vm_setup", str, None, "a script of yours run as root in the guest after vm_packages, at each provisioning"),
     ("vm_name", str, "llima-box", "lima backend: the VM instance name"),
     ("lima_config", str, None, "lima backend: your own lima.yaml instead of the embedded one"),
     ("sudo", bool, True, "run the guest scripts through sudo -n (unless the guest user is root)"),
@@ -80,6 +85,11 @@ class Config:
     env_home: str | None = None
     env_allow: str | None = None
     env_idle_stop: int = 0
+    shares: tuple[str, ...] = ()
+    git_identity: bool = True
+    vm_packages: tuple[str, ...] = ()
+    vm_setup: str | None = None
+    projects: tuple[tuple[str, tuple[str, ...]], ...] = ()
     vm_name: str = "llima-box"
     lima_config: str | None = None
     sudo: bool = True
@@ -125,6 +135,12 @@ def _coerce(key: str, value: object, where: str) -> object:
 
 def _coerce_type(key: str, value: object, where: str) -> object:
     typ = _TYPES[key]
+    if typ is list:
+        if isinstance(value, str):  # a variable: comma-separated
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise InvalidInput(f"{where}: {key} must be a list of strings, not {value!r}")
     if isinstance(value, str) and typ is not str:
         low = value.strip().lower()
         if typ is bool and low in _TRUE | _FALSE:
@@ -149,10 +165,39 @@ def _from_file(path: os.PathLike[str]) -> dict[str, object]:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise InvalidInput(f"{path}: {e}") from None
+    projects = data.pop("projects", {})
     for key in data:
         if key not in _TYPES:
-            raise InvalidInput(f"{path}: unknown key {key!r} (known: {', '.join(_TYPES)})")
-    return {key: _coerce(key, value, str(path)) for key, value in data.items()}
+            raise InvalidInput(f"{path}: unknown key {key!r} (known: {', '.join(_TYPES)}, projects)")
+    for key, value in data.items():
+        if _TYPES[key] is list and not isinstance(value, list):  # a string is a list only in a variable
+            raise InvalidInput(f"{path}: {key} must be a list of strings, not {value!r}")
+    values = {key: _coerce(key, value, str(path)) for key, value in data.items()}
+    if projects:
+        values["projects"] = _projects(projects, str(path))
+    return values
+
+
+def _projects(tables: object, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``[projects."PATH"]`` tables: each may hold ``shares`` (for the env of that project only)."""
+    if not isinstance(tables, dict):
+        raise InvalidInput(f"{where}: projects must be a table of [projects.\"PATH\"] tables")
+    out = []
+    for project, table in tables.items():
+        if not isinstance(table, dict) or set(table) - {"shares"}:
+            raise InvalidInput(f"{where}: [projects.{project!r}] may hold only shares")
+        shares = table.get("shares", [])
+        if not isinstance(shares, list):
+            raise InvalidInput(f"{where}: [projects.{project!r}] shares must be a list of strings")
+        shares = _coerce("shares", shares, f"{where}: [projects.{project!r}]")
+        out.append((os.path.normpath(os.path.expanduser(project)), t.cast(tuple, shares)))
+    return tuple(out)
+
+
+def project_shares(config: Config, project: str) -> tuple[str, ...]:
+    """The shares of ``project``: the config's ``shares``, then those of its ``[projects."PATH"]`` table."""
+    own = [shares for path, shares in config.projects if os.path.realpath(path) == os.path.realpath(project)]
+    return config.shares + tuple(s for group in own for s in group)
 
 
 def load_config(environ: t.Mapping[str, str] = os.environ, overrides: t.Mapping[str, object] | None = None) -> Config:

@@ -69,3 +69,29 @@ def test_a_negative_timeout_is_a_clear_error_not_a_traceback(tmp_path):
                        timeout=60, check=False)  # fmt: skip
     assert r.returncode == 2 and r.stderr.startswith("Error: ") and len(r.stderr.splitlines()) == 1, r.stderr
     assert "connect_timeout must be above 0" in r.stderr
+
+
+def test_lists_and_project_tables(tmp_path):
+    from llimabox.config import project_shares
+
+    (tmp_path / "config.toml").write_text(
+        'shares = ["~/.claude:rw"]\nvm_packages = ["nodejs", "npm"]\n'
+        '[projects."~/code/app"]\nshares = ["~/data:/srv/data"]\n')
+    env = {"LLIMA_BOX_HOME": str(tmp_path), "HOME": str(tmp_path)}
+    cfg = load_config(env)
+    assert cfg.vm_packages == ("nodejs", "npm")
+    app = os.path.expanduser("~/code/app")
+    assert project_shares(cfg, app) == ("~/.claude:rw", "~/data:/srv/data")
+    assert project_shares(cfg, app + "x") == ("~/.claude:rw",)
+    assert load_config({**env, "LLIMA_BOX_VM_PACKAGES": "jq, tree"}).vm_packages == ("jq", "tree")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("shares = '~/.claude'\n", "shares must be a list of strings"),
+    ("shares = [1]\n", "shares must be a list of strings"),
+    ('[projects."/p"]\nenv_memory = "1G"\n', "may hold only shares"),
+])  # fmt: skip
+def test_bad_lists_and_project_tables(tmp_path, text, message):
+    (tmp_path / "config.toml").write_text(text)
+    with pytest.raises(InvalidInput, match=message):
+        load_config({"LLIMA_BOX_HOME": str(tmp_path)})
