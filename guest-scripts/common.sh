@@ -284,6 +284,7 @@ make_env() {
 	[[ -z ${LB_PUBLISH:-} ]] || printf '%s' "$LB_PUBLISH" >"$dir.new/publish" # create's --publish, a line each
 	[[ -z ${LB_ALLOW:-} ]] || printf '%s' "$LB_ALLOW" >"$dir.new/allow" # create's --allow, a line each
 	[[ -z ${LB_IDLE:-} ]] || printf '%s\n' "$LB_IDLE" >"$dir.new/idle_stop" # create's --idle-stop (lib/idle-stop.sh)
+	[[ -z ${LB_SHARES:-} ]] || printf '%s' "$LB_SHARES" >"$dir.new/shares" # create's --share (lib/shares.sh)
 	printf '%s\n' "$owner" >"$dir.new/owner"
 	date -u +%Y-%m-%dT%H:%M:%SZ >"$dir.new/created"
 	account_whole "$name" || remove_account "$name"
@@ -318,7 +319,7 @@ stop_env() {
 	net_drop "$name" # pasta ends when its namespace pins go
 	cgroup_remove "$name"
 	drop_userns "$name"
-	rm -f "$(holder_file "$name")" "$(holder_file "$name").new" "$LB_RUN/roots/$name.fifo"
+	rm -f "$(holder_file "$name")" "$(holder_file "$name").new" "$LB_RUN/roots/$name.fifo" "$LB_RUN/roots/$name.shares"
 }
 
 # destroy_env NAME: stop the env, then drop its user, home and record (under its lock); never touches

@@ -1,6 +1,7 @@
 #!/bin/bash
 # create NAME PROJECT [--owner ACCOUNT] [--network isolated|offline|shared] [--publish INSIDE[:OUTSIDE]]...
-#        [--allow HOST]... [--home SIZE] [--memory SIZE] [--pids N] [--cpus N] [--idle-stop SECONDS]:
+#        [--allow HOST]... [--home SIZE] [--memory SIZE] [--pids N] [--cpus N] [--idle-stop SECONDS]
+#        [--share SRC:DST:ro|rw]... [--try-share SRC:DST:ro|rw]... [--unshare DST]...:
 # make the env (user, home, namespaces); idempotent. PROJECT must belong to the caller (sudo's
 # SUDO_UID); a root caller may name the account. Fixed when the env is made: --network (lib/network.sh;
 # default isolated), --publish (an isolated env's port INSIDE always on the guest's OUTSIDE, default the
@@ -8,6 +9,8 @@
 # its subdomains), --home (the size of its home's filesystem, lib/home.sh). The limits (lib/limits.sh) are recorded
 # and, for a running env, applied now (the sizes of /tmp, /var/tmp and /dev/shm at its next start), as is
 # --idle-stop (stop the env once no process of its user has run for SECONDS, lib/idle-stop.sh; 0: never).
+# --share adds (or, at the same DST, replaces) a share and --unshare removes one (lib/shares.sh): kept in the
+# env, mounted at once in a running env; --try-share (the host's defaults) is left out where --share is refused.
 set -euo pipefail
 # shellcheck source=common.sh
 source /usr/local/libexec/llima-box/lib/common.sh
@@ -15,11 +18,15 @@ source /usr/local/libexec/llima-box/lib/common.sh
 source "$LB_LIB/limits.sh"
 # shellcheck source=network.sh
 source "$LB_LIB/network.sh"
+# shellcheck source=shares.sh
+source "$LB_LIB/shares.sh"
 need_root
 usage="usage: create NAME PROJECT [--owner ACCOUNT] [--network isolated|offline|shared] [--publish INSIDE[:OUTSIDE]]... \
-[--allow HOST]... [--home SIZE] [--memory SIZE] [--pids N] [--cpus N] [--idle-stop SECONDS]"
+[--allow HOST]... [--home SIZE] [--memory SIZE] [--pids N] [--cpus N] [--idle-stop SECONDS] [--share SRC:DST:ro|rw]... \
+[--try-share SRC:DST:ro|rw]... [--unshare DST]..."
 (($# >= 2)) || bad "$usage"
-name=$1 project=$2 owner="" network="" publish="" home_size="" allow="" idle=""
+name=$1 project=$2 owner="" network="" publish="" home_size="" allow="" idle="" shares="" unshare=$'\n'
+specs=() tries=()
 shift 2
 limits=()
 port_number() { [[ $1 =~ ^[1-9][0-9]{0,4}$ ]] && (($1 <= 65535)); }
@@ -41,6 +48,9 @@ while (($#)); do
 		[[ $2 =~ ^(0|[1-9][0-9]{0,8})$ ]] || bad "--idle-stop takes seconds (0: never), not '$2'"
 		idle=$2
 		;;
+	--share) specs+=("$2") ;;
+	--try-share) tries+=("$2") ;;
+	--unshare) unshare+=$2$'\n' ;;
 	--home) home_size=$(size_bytes "$2") || bad "--home takes a size such as 20G or 512M, not '$2'" ;;
 	--publish)
 		inside=${2%%:*} outside=${2#*:}
@@ -59,9 +69,24 @@ check_name "$name"
 set_owner "$owner"
 check_project "$project"
 run_dirs
+share_owner=${LB_OWNER:-$(stat -c %u -- "$project")}
+for spec in "${specs[@]}"; do
+	[[ $spec =~ ^(/[^:]*):([^:]+):(ro|rw)$ ]] || bad "--share takes SRC:DST:ro|rw, not '$spec'"
+	check_share_src "${BASH_REMATCH[1]}" "$share_owner"
+	check_share_dst "${BASH_REMATCH[2]}" "$name" "$project"
+	shares+=${BASH_REMATCH[1]}$'\t'${BASH_REMATCH[2]}$'\t'${BASH_REMATCH[3]}$'\n'
+done
+recorded=$'\n'$(cat "$(env_dir "$name")/shares" 2>/dev/null || true)$'\n'$shares
+for spec in "${tries[@]}"; do # a default (the git identity): left out, not refused, when it does not pass
+	[[ $spec =~ ^(/[^:]*):([^:]+):(ro|rw)$ && $recorded != *$'\t'"${BASH_REMATCH[2]}"$'\t'* ]] || continue
+	(check_share_src "${BASH_REMATCH[1]}" "$share_owner" && check_share_dst "${BASH_REMATCH[2]}" "$name" "$project") \
+		2>/dev/null || continue
+	shares+=${BASH_REMATCH[1]}$'\t'${BASH_REMATCH[2]}$'\t'${BASH_REMATCH[3]}$'\n'
+done
 [[ -z $publish || ${network:-isolated} == isolated ]] || bad "--publish needs --network isolated"
 [[ -z $allow || ${network:-isolated} == isolated ]] || bad "--allow needs --network isolated"
-export LB_NETWORK=$network LB_PUBLISH=$publish LB_HOME_SIZE=$home_size LB_ALLOW=$allow LB_IDLE=$idle # a new env is made with them
+share_lines_check "$shares"
+export LB_NETWORK=$network LB_PUBLISH=$publish LB_HOME_SIZE=$home_size LB_ALLOW=$allow LB_IDLE=$idle LB_SHARES=$shares # a new env is made with them
 if [[ -n $LIMIT_MEMORY$LIMIT_PIDS$LIMIT_CPUS ]]; then
 	export LB_LIMITS="${LIMIT_MEMORY:-0} ${LIMIT_PIDS:-0} ${LIMIT_CPUS:-0}" # a new env starts with them
 fi
@@ -84,6 +109,7 @@ if [[ -d $(env_dir "$name") ]]; then
 		limits_apply "$name"
 	fi
 	[[ -z $idle ]] || printf '%s\n' "$idle" >"$(env_dir "$name")/idle_stop"
+	[[ -z $shares && $unshare == $'\n' ]] || with_lock "$name" change_shares "$name" "$shares" "$unshare"
 	exit 0
 fi
 ensure_env "$name" "$project"

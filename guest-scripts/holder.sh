@@ -78,6 +78,10 @@ fi
 
 mkdir -p ".$project"
 mounted=$(python3 -I -S "$lib/project-mount.py" "$project" ".$project" "$owner" "$mode" "$uid" "$gid" ${userns:+"$userns"})
+if [[ -s /var/lib/llima-box/envs/$name/shares ]]; then # create --share (lib/shares.sh)
+	read -r used env_uid env_gid <<<"$mounted"
+	python3 -I -S "$lib/share-mount.py" build "$name" "$owner" "$used" "$env_uid" "$env_gid"
+fi
 
 mount -o remount,ro,nosuid,nodev "$root"
 pivot_root . .

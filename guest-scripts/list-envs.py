@@ -146,6 +146,22 @@ def home_size(state, name):
         return None
 
 
+def shares(path, run, name, alive):
+    """[{"src", "dst", "mode", "error"}]: the env's shares (lib/shares.sh), "error" why one did not mount at the
+    env's last start (None: it did, or the env is not running)."""
+    why = {}
+    if alive:
+        for line in text(f"{run}/roots/{name}.shares").splitlines():
+            dst, _, status = line.partition("\t")
+            why[dst] = None if status == "ok" else status
+    rows = []
+    for line in text(f"{path}/shares").splitlines():
+        fields = line.split("\t")
+        if len(fields) == 3:
+            rows.append({"src": fields[0], "dst": fields[1], "mode": fields[2], "error": why.get(fields[1])})
+    return rows
+
+
 def project_gone(project):
     """The project is no more while its parent is there (so not an absent share: that hides the parent too)."""
     return not os.path.lexists(project) and os.path.isdir(os.path.dirname(project))
@@ -174,6 +190,7 @@ def main(state, run, only=""):
         row["limits"] = limits(path, row["cgroup"] if row["alive"] else "")
         row["limits"]["home"] = home_size(state, name)
         row["ports"] = ports(path, run, name, row["alive"]) if row["network"] == "isolated" else []
+        row["shares"] = shares(path, run, name, row["alive"])
         allow = text(f"{path}/allow").split()
         if allow:
             row["allow"], row["refused"] = allow, refused(name)

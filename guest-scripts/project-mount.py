@@ -28,50 +28,33 @@ The mount is nosuid and nodev. Prints the mode used and the uid and gid the env 
 
 import ctypes
 import os
-import shutil
 import stat
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))  # lib/, root's own (run with python3 -I)
 sys.dont_write_bytecode = True  # the installed prefix stays as installed
-from userns import user_namespace  # noqa: E402 -- after the path it is found on
+from mountlib import (  # noqa: E402 -- after the path it is found on
+    MOUNT_ATTR_IDMAP,
+    MOUNT_ATTR_NODEV,
+    MOUNT_ATTR_NOSUID,
+    check,
+    clone_tree,
+    libc,
+    mapped,
+    move,
+    open_nofollow,
+    set_attr,
+)
+from userns import user_namespace  # noqa: E402
 
-SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_OPENAT2, SYS_MOUNT_SETATTR = 428, 429, 437, 442
-OPEN_TREE_CLONE = 1
-MOVE_MOUNT_F_EMPTY_PATH = 4
-MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_IDMAP = 0x2, 0x4, 0x100000
-RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS = 0x02, 0x04
-AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
 CLONE_NEWUSER = 0x10000000
-MNT_DETACH = 2
 CAP_DAC_OVERRIDE, CAP_FOWNER = 1, 3
 PR_SET_KEEPCAPS, LINUX_CAPABILITY_VERSION_3 = 8, 0x20080522
-
-libc = ctypes.CDLL(None, use_errno=True)
-
-
-class OpenHow(ctypes.Structure):
-    _fields_ = [(f, ctypes.c_uint64) for f in ("flags", "mode", "resolve")]
-
-
-class MountAttr(ctypes.Structure):
-    _fields_ = [(f, ctypes.c_uint64) for f in ("attr_set", "attr_clr", "propagation", "userns_fd")]
-
-
-def check(result, what):
-    if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return result
 
 
 def open_project(path, owner):
     """An O_PATH fd of the directory PATH, resolved without any symlink, owned by OWNER."""
-    how = OpenHow(os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
-    fd = check(libc.syscall(SYS_OPENAT2, AT_FDCWD, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how)),
-               f"open {path}")
+    fd = open_nofollow(path, os.O_PATH | os.O_DIRECTORY)
     st = os.fstat(fd)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != owner or st.st_uid == 0:
         raise OSError(f"{path} is not a directory of uid {owner}")
@@ -106,41 +89,12 @@ def host_decides(project_fd, pin, owner, gid, env_uid, env_gid):
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
-def set_attr(tree, attr_set, userns=0):
-    attr = MountAttr(attr_set, 0, 0, userns)
-    return libc.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr))
-
-
-def move(tree, dst):
-    check(libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, os.fsencode(dst), MOVE_MOUNT_F_EMPTY_PATH),
-          "move_mount")
-
-
-def mapped(tree, dst, owner, gid, env_uid, env_gid):
-    """bindfs --map over the checked clone (see the docstring); raise when bindfs is missing or fails."""
-    if shutil.which("bindfs") is None:
-        raise OSError("the filesystem refuses idmapped mounts and bindfs is not installed: install bindfs "
-                      "(apt-get install bindfs), or provision with --project-mode shared-uid")
-    staging = tempfile.mkdtemp(prefix=".src-", dir=os.path.dirname(os.path.abspath(dst)))
-    try:
-        os.chmod(staging, 0o700)
-        move(tree, staging)
-        try:
-            subprocess.run(["bindfs", f"--map={owner}/{env_uid}:@{gid}/@{env_gid}", "--create-with-perms=ug-s",
-                            "-o", "allow_other,nosuid,nodev,fsname=llima-box", staging, dst],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True)
-        finally:
-            check(libc.umount2(os.fsencode(staging), MNT_DETACH), "umount staging")
-    finally:
-        os.rmdir(staging)
-
-
 def main(project, dst, owner, mode, env_uid, env_gid, pin=None):
     owner, env_uid, env_gid = int(owner), int(env_uid), int(env_gid)
     if mode not in ("auto", "idmap", "mapped", "shared-uid"):
         raise ValueError(f"unknown mode {mode}")
     fd, st = open_project(project, owner)
-    tree = check(libc.syscall(SYS_OPEN_TREE, fd, b"", AT_EMPTY_PATH | OPEN_TREE_CLONE | os.O_CLOEXEC), "open_tree")
+    tree = clone_tree(fd)
     plain = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
     used = mode
     if mode in ("auto", "idmap"):

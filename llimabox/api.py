@@ -233,6 +233,7 @@ def shell(
     accept_host_key: bool = False,
     pty: bool | None = None,
     forward_agent: bool = False,
+    shares: t.Sequence[str] = (),
     stdin: t.Any = None,
     stdout: t.Any = None,
     stderr: t.Any = None,
@@ -247,6 +248,7 @@ def shell(
     :param pty: force a pseudo-terminal on (True) or off (False); default: when stdin and stdout are terminals.
     :param stdin: binary streams; ``None`` means this process's own.
     :param forward_agent: forward the SSH agent (also when the ``forward_agent`` key is set).
+    :param shares: ``SRC[:DST][:ro|rw]`` specs added to the env first (:mod:`llimabox.shares`).
     :raises LlimaBoxError: llima-box itself failed (the CLI exits 125).
     """
     if config is None:
@@ -257,9 +259,11 @@ def shell(
     backend = open_backend(config, overrides, accept_host_key, start=True)
     try:
         target = shell_target(backend, path if path is not None else os.getcwd())
-        options = [] if target.known else config_options(config)
-        if options:  # a new env with the config's network or limits: made by create first (one round trip, once)
-            backend.check_verb("create", target.name, target.project, *options)
+        options = [] if target.known else [*config_options(config), *share_args(backend, config, target.project)]
+        if shares:
+            options += share_args(backend, None, target.project, shares)
+        if options:  # a new env with the config's network, limits or shares: made by create first (once)
+            backend.check_verb("create", target.name, target.project, *options, notes=True)
         if pty is None:
             pty = _isatty(stdin, sys.stdin) and _isatty(stdout, sys.stdout)
         use = Use.of(cmd)
@@ -350,6 +354,20 @@ def create_options(network: str | None = None, memory: str | None = None, pids: 
     return args
 
 
+def share_args(backend: Backend, config: Config | None, project: str, given: t.Sequence[str] = ()) -> list[str]:
+    """The guest's ``--share`` options: ``config``'s shares of ``project``, then ``given``; and where paths are
+    this machine's, ``--try-share`` for the defaults (the git identity, a worktree's repository), which the
+    guest leaves out rather than refuses."""
+    from llimabox import shares
+    from llimabox.config import project_shares
+
+    specs = [*project_shares(config, project), *given] if config is not None else list(given)
+    args = shares.share_options(specs, backend.local_paths)
+    if config is not None and backend.local_paths:
+        args += shares.share_options(shares.default_specs(project, config.git_identity), soft=True)
+    return args
+
+
 def config_options(config: Config) -> list[str]:
     allow = (config.env_allow or "").replace(",", " ").split()
     return create_options(config.env_network, config.env_memory, config.env_pids, config.env_cpus,
@@ -370,6 +388,8 @@ def create(
     home: str | None = None,
     allow: t.Sequence[str] = (),
     idle_stop: int | None = None,
+    shares: t.Sequence[str] = (),
+    unshare: t.Sequence[str] = (),
 ) -> str:
     """Create the env of ``path`` (default: the working directory) and return its name.
 
@@ -380,7 +400,9 @@ def create(
     home's filesystem) cannot change; ``idle_stop`` (seconds without a process of the env's before the guest
     stops it, 0: never) can. What is not given keeps its value, or for
     a new env comes from the config (``env_network``, ``env_memory``, ``env_pids``, ``env_cpus``,
-    ``env_home``, ``env_allow``, ``env_idle_stop``) or the guest's defaults.
+    ``env_home``, ``env_allow``, ``env_idle_stop``) or the guest's defaults. ``shares`` (``SRC[:DST][:ro|rw]``)
+    are added, ``unshare`` (targets) removed, and the config's shares (``shares``, the project's
+    ``[projects."PATH"]`` table, the git identity, a worktree's repository) applied, new env or not.
     """
     if config is None:
         from llimabox.config import load_config
@@ -389,16 +411,20 @@ def create(
     backend = open_backend(config, overrides, accept_host_key, start=True)
     try:
         given = create_options(network, memory, pids, cpus, publish, home, allow, idle_stop)
-        return create_in(backend, path if path is not None else os.getcwd(), given, config_options(config))
+        return create_in(backend, path if path is not None else os.getcwd(), given, config_options(config), config,
+                         shares, unshare)
     finally:
         backend.close()
 
 
 def create_in(backend: Backend, path: str | os.PathLike[str], options: t.Sequence[str] = (),
-              new_options: t.Sequence[str] = ()) -> str:
+              new_options: t.Sequence[str] = (), config: Config | None = None, shares: t.Sequence[str] = (),
+              unshare: t.Sequence[str] = ()) -> str:
     """:func:`create` on an open backend: ``options`` (the guest's ``create`` options) apply to the env
-    whether new or not, ``new_options`` (the config's) to a new one when ``options`` are empty."""
+    whether new or not, ``new_options`` (the config's) to a new one when ``options`` are empty; the shares
+    of ``config`` and ``shares`` are added and the targets ``unshare`` removed in either case."""
     project = _project(backend, path)
+    added = share_args(backend, config, project, shares) + [a for dst in unshare for a in ("--unshare", dst)]
     name = names.env_name(project)
     version = _ensure_current(backend)
     store = _open_store()
@@ -407,7 +433,7 @@ def create_in(backend: Backend, path: str | os.PathLike[str], options: t.Sequenc
         with store.changing_envs():
             if not options and new_options and store.get(name) is None:
                 options = new_options
-            backend.check_verb("create", name, project, *options)
+            backend.check_verb("create", name, project, *options, *added, notes=True)
             _upsert(store, backend, name, project, version)
     finally:
         store.close()
@@ -449,6 +475,7 @@ def _reconcile(backend: Backend, live: list[guest.GuestEnv], records: t.Sequence
                 "limits": env.limits if env is not None else None,
                 "network": env.network if env is not None else None,
                 "ports": env.ports if env is not None else None,
+                "shares": env.shares if env is not None else None,
                 **({"allow": env.allow, "refused": env.refused} if env is not None and env.allow else {}),
                 "project_gone": env.project_gone if env is not None else False,
             }
@@ -465,7 +492,8 @@ def list_envs(
     ``unknown-to-database``), ``backend``, ``guest``, ``created_at``, ``last_used_at``, ``mode`` (how the
     project is mounted: ``idmap``, ``userns``, ``mapped``, ``shared-uid``), ``limits`` (``memory``,
     ``pids``, ``cpus``, ``enforced``; see the guest's ``list``), ``network`` (``isolated``, ``offline``,
-    ``shared``), ``ports`` (``inside``, ``published``: an isolated env's ports on the guest's loopback) and,
+    ``shared``), ``ports`` (``inside``, ``published``: an isolated env's ports on the guest's loopback),
+    ``shares`` (``src``, ``dst``, ``mode`` ``ro``/``rw``, ``error``: why it did not mount at the last start) and,
     for an env with an allow-list, ``allow`` (its hosts) and ``refused`` (``time``, ``host``: the last its
     proxy refused).
     """

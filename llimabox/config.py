@@ -33,6 +33,8 @@ FIELDS: list[tuple[str, type, object, str]] = [
     ("shares", list, (), "host paths shown in every env, SRC[:DST][:ro|rw] (DST: the same path by default, ~/… "
      "the env's home; read-only by default); per project: a [projects.\"PATH\"] table's shares"),
     ("git_identity", bool, True, "show the host's ~/.gitconfig read-only as each env's ~/.gitconfig"),
+    ("agent_install", str, "env", "where `run` installs a missing agent: env (npm into the env's ~/.local) or guest "
+     "(npm into the guest's /usr/local, for every env, by provisioning); agents: [agents.NAME] tables"),
     ("vm_packages", list, (), "Debian/Ubuntu packages installed in the guest by provisioning (vm start, vm provision)"),
     ("vm_setup", str, None, "a script of yours run as root in the guest after vm_packages, at each provisioning"),
     ("vm_name", str, "llima-box", "lima backend: the VM instance name"),
@@ -87,9 +89,11 @@ class Config:
     env_idle_stop: int = 0
     shares: tuple[str, ...] = ()
     git_identity: bool = True
+    agent_install: str = "env"
     vm_packages: tuple[str, ...] = ()
     vm_setup: str | None = None
     projects: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    agents: tuple[tuple[str, tuple[tuple[str, t.Any], ...]], ...] = ()
     vm_name: str = "llima-box"
     lima_config: str | None = None
     sudo: bool = True
@@ -135,6 +139,8 @@ def _coerce(key: str, value: object, where: str) -> object:
 
 def _coerce_type(key: str, value: object, where: str) -> object:
     typ = _TYPES[key]
+    if key == "agent_install" and value not in ("env", "guest"):
+        raise InvalidInput(f"{where}: agent_install is env or guest, not {value!r}")
     if typ is list:
         if isinstance(value, str):  # a variable: comma-separated
             value = [part.strip() for part in value.split(",") if part.strip()]
@@ -165,17 +171,44 @@ def _from_file(path: os.PathLike[str]) -> dict[str, object]:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise InvalidInput(f"{path}: {e}") from None
-    projects = data.pop("projects", {})
+    projects, agents = data.pop("projects", {}), data.pop("agents", {})
     for key in data:
         if key not in _TYPES:
-            raise InvalidInput(f"{path}: unknown key {key!r} (known: {', '.join(_TYPES)}, projects)")
+            raise InvalidInput(f"{path}: unknown key {key!r} (known: {', '.join(_TYPES)}, projects, agents)")
     for key, value in data.items():
         if _TYPES[key] is list and not isinstance(value, list):  # a string is a list only in a variable
             raise InvalidInput(f"{path}: {key} must be a list of strings, not {value!r}")
     values = {key: _coerce(key, value, str(path)) for key, value in data.items()}
     if projects:
         values["projects"] = _projects(projects, str(path))
+    if agents:
+        values["agents"] = _agents(agents, str(path))
     return values
+
+
+_AGENT_KEYS = {"command": str, "package": str, "shares": list, "env": list}
+
+
+def _agents(tables: object, where: str) -> tuple[tuple[str, tuple[tuple[str, t.Any], ...]], ...]:
+    """``[agents.NAME]`` tables: ``command``, ``package`` (npm), ``shares``, ``env`` (VAR=VALUE) of an agent
+    for ``run`` (overriding a built-in one's, or a new one)."""
+    if not isinstance(tables, dict):
+        raise InvalidInput(f"{where}: agents must be a table of [agents.NAME] tables")
+    out = []
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise InvalidInput(f"{where}: [agents.{name}] must be a table")
+        items = []
+        for key, value in table.items():
+            typ = _AGENT_KEYS.get(key)
+            ok = isinstance(value, str) if typ is str else isinstance(value, list) and all(
+                isinstance(v, str) for v in value)
+            if typ is None or not ok:
+                raise InvalidInput(f"{where}: [agents.{name}] {key}: want command, package (strings), shares or "
+                                   f"env (lists of strings), not {key} = {value!r}")
+            items.append((key, tuple(value) if typ is list else value))
+        out.append((str(name), tuple(items)))
+    return tuple(out)
 
 
 def _projects(tables: object, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:

@@ -67,6 +67,7 @@ class GuestEnv:
     allow: list[str] | None = None
     refused: list[dict[str, t.Any]] | None = None
     project_gone: bool = False
+    shares: list[dict[str, t.Any]] | None = None
 
 
 def verb_argv(verb: str, *args: str, sudo: bool) -> list[str]:
@@ -143,6 +144,7 @@ def parse_list(stdout: bytes) -> list[GuestEnv]:
                     refused=[{"time": str(r["time"]), "host": str(r["host"])} for r in obj["refused"]]
                     if isinstance(obj.get("refused"), list) else None,
                     project_gone=obj.get("project_gone") is True,
+                    shares=[_share(s) for s in obj["shares"]] if isinstance(obj.get("shares"), list) else None,
                 )
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -153,6 +155,12 @@ def parse_list(stdout: bytes) -> list[GuestEnv]:
 def _port(obj: t.Any) -> dict[str, t.Any]:
     published = obj.get("published")
     return {"inside": int(obj["inside"]), "published": int(published) if published is not None else None}
+
+
+def _share(obj: t.Any) -> dict[str, t.Any]:
+    error = obj.get("error")
+    return {"src": str(obj["src"]), "dst": str(obj["dst"]), "mode": str(obj["mode"]),
+            "error": str(error) if error is not None else None}
 
 
 def parse_version(stdout: bytes) -> int | None:

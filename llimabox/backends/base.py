@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import logging
 import typing as t
 
 from llimabox import guest
@@ -89,8 +90,9 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Release connections (safe to call twice)."""
 
-    def check_verb(self, verb: str, *args: str) -> bytes:
-        """Run a verb, return stdout; raise on a non-zero exit (2 → InvalidInput)."""
+    def check_verb(self, verb: str, *args: str, notes: bool = False) -> bytes:
+        """Run a verb, return stdout; raise on a non-zero exit (2 → InvalidInput). ``notes``: pass the
+        guest's notes of a success (its ``llima-box-guest: …`` lines on stderr) on as warnings."""
         from llimabox.errors import InvalidInput
 
         code, out, err = self.run_verb(verb, *args)
@@ -98,4 +100,8 @@ class Backend(abc.ABC):
             raise InvalidInput(one_line(err, f"guest {verb}: bad argument"))
         if code != 0:
             raise GuestScriptFailed(one_line(err, f"guest {verb} failed with exit status {code}"))
+        if notes:
+            for line in err.decode("utf-8", "replace").splitlines():
+                if line.startswith("llima-box-guest: "):
+                    logging.getLogger("llimabox").warning("%s", line.removeprefix("llima-box-guest: "))
         return out

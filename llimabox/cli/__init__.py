@@ -17,6 +17,7 @@ from llimabox.cli.backup import export, import_
 from llimabox.cli.doctor import doctor
 from llimabox.cli.envs import create, delete, delete_all, list_envs, ports, stop
 from llimabox.cli.guest import provision, status
+from llimabox.cli.run import run
 from llimabox.cli.serve import audit, serve
 from llimabox.cli.shell import shell
 from llimabox.cli.verify import verify
@@ -109,8 +110,8 @@ def cli(
         logging.basicConfig(level=logging.DEBUG, format="llima-box: %(levelname)s: %(message)s")
 
 
-for _command in (shell, create, list_envs, ports, stop, delete, delete_all, export, import_, status, provision, verify,
-                 vm, doctor, serve, audit):
+for _command in (shell, run, create, list_envs, ports, stop, delete, delete_all, export, import_, status, provision,
+                 verify, vm, doctor, serve, audit):
     cli.add_command(_command)
 
 main = cli

@@ -29,9 +29,14 @@ __all__ = ["create", "list_envs", "ports", "stop", "delete", "delete_all"]
 @click.option("--cpus", type=click.FloatRange(min=0.01), metavar="N", help="CPUs at most, e.g. 1.5. [env_cpus]")
 @click.option("--idle-stop", type=click.IntRange(min=0, max=999999999), metavar="SECONDS",
               help="Stop the env once nothing of it has run for SECONDS (0: never). [env_idle_stop]")
+@click.option("--share", "shares", multiple=True, metavar="SRC[:DST][:ro|rw]",
+              help="Show your file or directory SRC in the env at DST (default the same path; ~/… is the env's "
+                   "home), read-only unless rw; at once in a running env. Repeatable. [shares]")
+@click.option("--unshare", multiple=True, metavar="DST", help="Remove the share at DST. Repeatable.")
 @pass_globals
 def create(g: Globals, path: str | None, network: str | None, publish: tuple[str, ...], allow: tuple[str, ...],
-           home: str | None, memory: str | None, pids: int | None, cpus: float | None, idle_stop: int | None) -> None:
+           home: str | None, memory: str | None, pids: int | None, cpus: float | None, idle_stop: int | None,
+           shares: tuple[str, ...], unshare: tuple[str, ...]) -> None:
     """Create the env of PATH (default: the current directory) and print its name.
 
     Creating an env that exists already succeeds; limits given then change at once (the sizes of its
@@ -47,11 +52,12 @@ def create(g: Globals, path: str | None, network: str | None, publish: tuple[str
         llima-box create ~/src/untrusted --network offline
         llima-box create ~/src/web --publish 3000:8080
         llima-box create ~/src/agent --allow pypi.org --allow files.pythonhosted.org
+        llima-box create ~/src/app --share ~/.claude:rw --share ~/datasets:/srv/data
     """
     from llimabox import api
 
     click.echo(api.create(path, network=network, memory=memory, pids=pids, cpus=cpus, publish=publish, home=home,
-                          allow=allow, idle_stop=idle_stop, **g.api_kwargs()))
+                          allow=allow, idle_stop=idle_stop, shares=shares, unshare=unshare, **g.api_kwargs()))
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)

@@ -27,10 +27,12 @@ class _ShellCommand(click.Command):
 @click.option("-t", "pty", flag_value=True, default=None, help="Force a pseudo-terminal.")
 @click.option("-T", "pty", flag_value=False, help="Never use a pseudo-terminal.")
 @click.option("-A", "forward_agent", is_flag=True, help="Forward the SSH agent into the env.")
+@click.option("--share", "shares", multiple=True, metavar="SRC[:DST][:ro|rw]",
+              help="Add a share to the env first, as create --share does. Repeatable.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[PATH] [-- CMD [ARG]...]",
                 shell_complete=complete_dirs)
 @pass_globals
-def shell(g: Globals, pty: bool | None, forward_agent: bool, args: tuple[str, ...]) -> int:
+def shell(g: Globals, pty: bool | None, forward_agent: bool, shares: tuple[str, ...], args: tuple[str, ...]) -> int:
     """Run a shell or a command in the env of PATH (default: the current directory).
 
     The env is created on first use. When the current directory lies inside the project of an
@@ -48,7 +50,7 @@ def shell(g: Globals, pty: bool | None, forward_agent: bool, args: tuple[str, ..
     path, cmd = _split(args)
     from llimabox import api
 
-    return api.shell(path, cmd, pty=pty, forward_agent=forward_agent, **g.api_kwargs())
+    return api.shell(path, cmd, pty=pty, forward_agent=forward_agent, shares=shares, **g.api_kwargs())
 
 
 def _split(args: tuple[str, ...]) -> tuple[str | None, list[str]]:

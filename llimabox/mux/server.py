@@ -184,7 +184,8 @@ class _Handler(socketserver.BaseRequestHandler):
 
         config, _env, agent, where = self._setting(msg)
         if msg.op == "create":
-            out = self._retrying(config, agent, lambda backend: api.create_in(backend, where))
+            out = self._retrying(config, agent, lambda backend: api.create_in(
+                backend, where, (), api.config_options(config), config))
         elif msg.op == "list":
             out = json.dumps(self._retrying(config, agent, api.list_in), indent=2)
         else:

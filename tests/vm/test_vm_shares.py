@@ -127,3 +127,23 @@ def test_git_works_in_the_project(lb: LB, env: Env) -> None:
     r = lb.shell(env.project, "git init -q g && cd g && git -c user.name=a -c user.email=a@b commit -q --allow-empty "
                               "-m one && git status --short && git log --format=%s")
     assert (r.returncode, r.stdout) == (0, b"one\n"), r.stderr
+
+
+def test_shares_from_the_host_share_are_read_only_or_writable_in_the_env(lb: LB, vm: VM, env: Env) -> None:
+    """``--share`` of a host file (as ~/.gitconfig) and a host directory (read-write), on 9p (userns mode: mounted
+    at once in the running env) and virtiofs (mapped mode: the directory through bindfs, from the next start)."""
+    cfg, data = (vm.host_project(env.share, f"{what}-{secrets.token_hex(3)}") for what in ("cfg", "data"))
+    (cfg / "gitconfig").write_text("[user]\n\tname = Host User\n")
+    os.chown(cfg / "gitconfig", vm.host.uid, vm.host.gid)
+    r = lb("create", str(env.project), "--share", f"{cfg}/gitconfig:~/.gitconfig:ro", "--share", f"{data}:~/data:rw")
+    assert r.returncode == 0, r.stderr
+    if env.share.kind == "virtiofs":
+        assert b"from its next start" in r.stderr, r.stderr
+        assert lb("stop", str(env.project)).returncode == 0
+    r = lb.shell(env.project, "git config user.name; echo x >~/.gitconfig 2>/dev/null || echo refused; "
+                              "echo from-env >~/data/f && echo wrote")
+    assert r.stdout.decode().splitlines() == ["Host User", "refused", "wrote"], r.stderr
+    st = os.lstat(data / "f")
+    assert (st.st_uid, st.st_gid, (data / "f").read_text()) == (vm.host.uid, vm.host.gid, "from-env\n")
+    assert (cfg / "gitconfig").read_text() == "[user]\n\tname = Host User\n"
+    lb("create", str(env.project), "--unshare", "~/.gitconfig", "--unshare", "~/data")
