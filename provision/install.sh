@@ -61,8 +61,8 @@ for root in "${roots[@]}"; do
 done
 LB_PACKAGES_KEPT=""
 if [[ $LB_PACKAGES == - ]]; then # keep what was provisioned (boots and automatic upgrades name no packages)
-	LB_PACKAGES_KEPT=1
-	LB_PACKAGES=$(tr '\n' ' ' </etc/llima-box/packages 2>/dev/null) || LB_PACKAGES=""
+	LB_PACKAGES_KEPT=1 LB_PACKAGES=""
+	[[ ! -f /etc/llima-box/packages ]] || LB_PACKAGES=$(tr '\n' ' ' </etc/llima-box/packages)
 fi
 # Debian policy's package names, separated by spaces
 [[ $LB_PACKAGES =~ ^[a-z0-9+.\ -]*$ ]] || die "invalid --packages (names of a-z 0-9 + - ., separated by spaces)" 2

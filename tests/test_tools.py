@@ -131,6 +131,8 @@ def test_local_provision_records_packages_and_every_run_keeps_them(local: t.Any)
     assert guest.run(["cat", RECORD]).stdout == "bash\ncoreutils\n"
     assert _provision(guest).returncode == 0  # the configuration names none now
     assert guest.run(["test", "-e", RECORD]).returncode == 1
+    r = guest.reprovision()  # no record: nothing to say about packages
+    assert (r.returncode, r.stderr) == (0, ""), r.stderr
 
 
 def test_local_provision_bad_input_is_one_line_and_changes_nothing(local: t.Any, tmp_path: Path) -> None:
