@@ -63,7 +63,7 @@ def start(
     """
     was = vm.info()
     config = _config(overrides)
-    if was is None:
+    if was is None:  # it will be created: its tools are checked first
         from llimabox import tools
 
         tools.check_packages(config.vm_packages)
