@@ -158,11 +158,16 @@ if [[ -e $LB_STATE/envs/$name/allow ]]; then # egress only through its filtering
 		HTTPS_PROXY=http://127.0.0.1:3128 "no_proxy=localhost,127.0.0.1,::1" "NO_PROXY=localhost,127.0.0.1,::1")
 fi
 unset "${!PERL@}" # perl runs as root here: nothing of the caller's may reach it (PERL5OPT, PERL5LIB)
+# Per-env user installs go to the env's home, the one place of the system it may write: ~/.local/bin comes
+# first on PATH, `npm install -g` uses the prefix ~/.local, and pip may install with --user (or by itself,
+# as /usr is not writable) although the system's Python is marked externally managed (PEP 668): that mark
+# guards the system's packages against pip, and in an env they are read-only, so the env is the boundary.
 entry_argv=(
 	"${run[@]}" perl "$LB_LIB/entry.pl" "$pid" "$HOLDER_START" "$name" "$cgroup" "$uid" "$gid" "$userns" "$session"
 	"$cwd"
 	"HOME=/home/$name" "USER=$name" "LOGNAME=$name" SHELL=/bin/bash
-	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+	"PATH=/home/$name/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	"NPM_CONFIG_PREFIX=/home/$name/.local" PIP_BREAK_SYSTEM_PACKAGES=1
 	"TERM=$term" "LANG=$lang" "${extra[@]}" --
 )
 rc=0

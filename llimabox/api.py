@@ -774,10 +774,24 @@ def provision(
         setting, else ``/home``).
     :param group: also let every member of this group run the guest verbs, each with envs of their
         own (``""``: no group; default: the guest's current setting).
+
+    The configuration's ``vm_packages`` are installed in the guest when missing (and recorded there, so
+    every later run of the installer, at each boot of a Lima VM too, installs them again when missing),
+    then its ``vm_setup`` script runs as root; the progress of both goes to stderr.
+
+    :raises InvalidInput: a package name or the setup script is not acceptable (before anything runs).
     """
+    from llimabox import tools
+
+    if config is None:
+        from llimabox.config import load_config
+
+        config = load_config(os.environ, overrides)
+    packages = tools.check_packages(config.vm_packages)
+    setup = tools.check_setup(config.vm_setup)
     backend = open_backend(config, overrides, accept_host_key, start=True)
     try:
-        return backend.provision(user=user, roots=roots, group=group)
+        return backend.provision(user=user, roots=roots, group=group, packages=packages, setup=setup)
     finally:
         backend.close()
 

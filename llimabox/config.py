@@ -35,8 +35,10 @@ FIELDS: list[tuple[str, type, object, str]] = [
     ("git_identity", bool, True, "show the host's ~/.gitconfig read-only as each env's ~/.gitconfig"),
     ("agent_install", str, "env", "where `run` installs a missing agent: env (npm into the env's ~/.local) or guest "
      "(npm into the guest's /usr/local, for every env, by provisioning); agents: [agents.NAME] tables"),
-    ("vm_packages", list, (), "Debian/Ubuntu packages installed in the guest by provisioning (vm start, vm provision)"),
-    ("vm_setup", str, None, "a script of yours run as root in the guest after vm_packages, at each provisioning"),
+    ("vm_packages", list, (), "Debian/Ubuntu packages installed in the guest by provisioning (provision, vm provision, "
+     "a new VM) and again at each boot when missing"),
+    ("vm_setup", str, None, "a script of yours run as root in the guest after vm_packages, at each provisioning "
+     "(not at boots)"),
     ("vm_name", str, "llima-box", "lima backend: the VM instance name"),
     ("lima_config", str, None, "lima backend: your own lima.yaml instead of the embedded one"),
     ("sudo", bool, True, "run the guest scripts through sudo -n (unless the guest user is root)"),

@@ -50,15 +50,24 @@ def _existing(vm: VM) -> t.Any:
 
 
 def start(
-    vm: VM, yes: bool = False, ask: t.Callable[[str], bool] | None = None, config_given: bool = False
+    vm: VM, yes: bool = False, ask: t.Callable[[str], bool] | None = None, config_given: bool = False,
+    overrides: Overrides | None = None,
 ) -> str:
     """Create (when missing) and start the VM; return a summary line.
 
     An existing VM takes new sizes at a restart: with ``yes``, or when ``ask`` (a terminal's prompt) agrees.
+    A VM this call creates gets ``vm_packages`` and ``vm_setup`` (checked before it is created), with progress.
 
-    :raises InvalidInput: an existing VM would need a restart (refused), or ``--config``/the VM type cannot apply.
+    :raises InvalidInput: an existing VM would need a restart (refused), ``--config``/the VM type cannot apply,
+        or a package name or the setup script is not acceptable.
     """
     was = vm.info()
+    config = _config(overrides)
+    if was is None:  # it will be created: its tools are checked first
+        from llimabox import tools
+
+        tools.check_packages(config.vm_packages)
+        tools.check_setup(config.vm_setup)
     if was is not None and was.status in ("Running", "Stopped"):  # else ensure_running says what is wrong
         _check_fixed(vm, was.vm_type, config_given)
         sizes = vm.changed_sizes()
@@ -66,9 +75,22 @@ def start(
             vm.apply_sizes(sizes)
             was = None
     inst = vm.ensure_running()
+    if vm.created and (config.vm_packages or config.vm_setup):
+        _apply_tools(vm, config)
     if was is not None and was.status == "Running":
         return f"the Lima VM {inst.name} is already running"
     return f"the Lima VM {inst.name} is running"
+
+
+def _apply_tools(vm: VM, config: Config) -> None:
+    """Provision the VM just created with the configured packages and setup script."""
+    from llimabox.backends import lima_backend_of
+
+    backend = lima_backend_of(vm, config)
+    try:
+        backend.connect()  # a VM this process created: its first connection applies them
+    finally:
+        backend.close()
 
 
 def _check_fixed(vm: VM, vm_type: str | None, config_given: bool) -> None:
@@ -153,12 +175,20 @@ def logs(vm: VM, lines: int = 50) -> list[tuple[str, list[str]]]:
 
 
 def provision(overrides: Overrides | None = None) -> str:
-    """Install or upgrade the guest side in the VM now (starting it first if it must)."""
+    """Install or upgrade the guest side in the VM now (starting it first if it must), with ``vm_packages``
+    (recorded in the guest, installed again at every boot when missing) and ``vm_setup`` (run this time).
+
+    :raises InvalidInput: a package name or the setup script is not acceptable (checked before the VM starts).
+    """
+    from llimabox import tools
     from llimabox.backends import lima_backend
 
-    backend = lima_backend(_config(overrides))
+    config = _config(overrides)
+    packages = tools.check_packages(config.vm_packages)
+    setup = tools.check_setup(config.vm_setup)
+    backend = lima_backend(config)
     backend.start_on_demand = True
     try:
-        return backend.provision()
+        return backend.provision(packages=packages, setup=setup)
     finally:
         backend.close()

@@ -12,8 +12,9 @@ from llimabox.errors import InvalidInput
 
 if t.TYPE_CHECKING:
     from llimabox.config import Config
+    from llimabox.lima.vm import VM
 
-__all__ = ["Backend", "choose_kind", "get_backend", "lima_backend"]
+__all__ = ["Backend", "choose_kind", "get_backend", "lima_backend", "lima_backend_of"]
 
 
 def choose_kind(config: Config) -> str:
@@ -72,8 +73,16 @@ def _ssh_backend(config: Config, accept_host_key: bool) -> Backend:
 
 def lima_backend(config: Config, start_args: t.Sequence[str] = (), config_file: str | None = None) -> Backend:
     """The Lima VM of ``config`` (``vm_name``, ``lima_config``), started on demand."""
-    from llimabox.backends.lima import LimaBackend
     from llimabox.lima.vm import VM
 
     vm = VM(str(config.vm_name), config_file=config_file or config.lima_config, start_args=start_args)
-    return LimaBackend(vm, sudo=bool(config.sudo), connect_timeout=float(config.connect_timeout))
+    return lima_backend_of(vm, config)
+
+
+def lima_backend_of(vm: VM, config: Config) -> Backend:
+    """The backend of the Lima VM ``vm`` with the settings of ``config`` (``vm_packages`` and ``vm_setup``
+    are applied when this process creates the VM)."""
+    from llimabox.backends.lima import LimaBackend
+
+    return LimaBackend(vm, sudo=bool(config.sudo), connect_timeout=float(config.connect_timeout),
+                       packages=config.vm_packages, setup=config.vm_setup)

@@ -9,7 +9,7 @@ import typing as t
 from llimabox import guest
 from llimabox.errors import GuestScriptFailed
 
-__all__ = ["Backend", "one_line"]
+__all__ = ["Backend", "ProgressRelay", "one_line"]
 
 
 def one_line(stderr: bytes, default: str) -> str:
@@ -62,11 +62,24 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def provision(self, user: str | None = None, roots: str | None = None, group: str | None = None) -> str:
+    def provision(
+        self,
+        user: str | None = None,
+        roots: str | None = None,
+        group: str | None = None,
+        packages: t.Sequence[str] | None = None,
+        setup: str | None = None,
+    ) -> str:
         """Install or upgrade the guest side; return its last line of output.
+
+        The installer's progress (each stage, the setup script's output) goes to stderr as it comes.
 
         :param group: also let the members of this group run the guest verbs (``""``: no group;
             ``None``: keep the guest's setting).
+        :param packages: Debian/Ubuntu packages to install when missing, and to record for every later run
+            (``None``: keep the guest's record; ``()``: none).
+        :param setup: a script on this machine, run as root in the guest after the packages, this time.
+        :raises InvalidInput: a package name or the setup script is not acceptable (nothing ran).
         """
 
     def guest_version(self) -> int | None:
@@ -105,3 +118,54 @@ class Backend(abc.ABC):
                 if line.startswith("llima-box-guest: "):
                     logging.getLogger("llimabox").warning("%s", line.removeprefix("llima-box-guest: "))
         return out
+
+
+class ProgressRelay:
+    """The installer's stderr, as a binary file: its progress shown line by line as it comes.
+
+    Its own ``llima-box-provision: …`` lines (warnings, and on failure the reason, always last) are held
+    back: :meth:`finish` returns the reason and shows the rest, so a failure is told once, as the error.
+    """
+
+    HELD = ("llima-box-provision: ", "sudo:")
+
+    def __init__(self, out: t.Any = None) -> None:
+        import sys
+
+        self.out = out if out is not None else sys.stderr
+        self.head = b""  # the first bytes, for telling sudo's refusal
+        self.held: list[str] = []
+        self._buf = b""
+
+    def fileno(self) -> int:
+        raise OSError("not a real file")
+
+    def write(self, data: bytes) -> None:
+        if len(self.head) < 64:
+            self.head += data[: 64 - len(self.head)]
+        self._buf += data
+        *lines, self._buf = self._buf.split(b"\n")
+        for line in lines:
+            self._line(line.decode("utf-8", "replace").rstrip())
+
+    def flush(self) -> None:
+        return None
+
+    def _line(self, text: str) -> None:
+        if text.startswith(self.HELD):
+            self.held.append(text)
+        elif text:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def finish(self, failed: bool) -> str:
+        """Show what was held (but the reason of a failure); return that reason (``""`` when none)."""
+        if self._buf:
+            self._line(self._buf.decode("utf-8", "replace").rstrip())
+            self._buf = b""
+        reason = self.held.pop() if failed and self.held else ""
+        for line in self.held:
+            self.out.write(line + "\n")
+        self.held = []
+        self.out.flush()
+        return reason

@@ -19,13 +19,21 @@ log = logging.getLogger("llimabox")
 
 
 class LimaBackend(SSHBackend):
-    """Address, port, user and key come from limactl; the host home is mounted at the same path."""
+    """Address, port, user and key come from limactl; the host home is mounted at the same path.
+
+    :param packages: ``vm_packages``, and ``setup``: ``vm_setup``, applied when this process creates the VM.
+    """
 
     kind = "lima"
     local_paths = True
 
-    def __init__(self, vm: VM, sudo: bool = True, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, vm: VM, sudo: bool = True, connect_timeout: float = 10.0,
+        packages: t.Sequence[str] = (), setup: str | None = None,
+    ) -> None:  # fmt: skip
         self.vm = vm
+        self.vm_packages = tuple(packages)
+        self.vm_setup = setup
         self._sudo = sudo
         self._timeout = connect_timeout
         self._target: SSHTarget | None = None
@@ -54,12 +62,15 @@ class LimaBackend(SSHBackend):
 
     @property
     def conn(self) -> Connection:
-        """The SSH connection; on first use the guest side is upgraded when older than ours."""
+        """The SSH connection; on first use the guest side is upgraded when older than ours, and a VM this
+        process has just created gets the configured packages and setup script."""
         if self._conn is None:
             from llimabox.transport import Connection
 
             self._conn = Connection(self.target)
-            if self.auto_upgrade and not self.vm.started:  # a fresh boot just passed the probe
+            if self.auto_upgrade and self.vm.created and (self.vm_packages or self.vm_setup):
+                self.provision(packages=self.vm_packages, setup=self.vm_setup)
+            elif self.auto_upgrade and not self.vm.started:  # a fresh boot just passed the probe
                 self.auto_upgrade = False
                 self._upgrade_if_old()
         return self._conn
@@ -72,7 +83,18 @@ class LimaBackend(SSHBackend):
             log.info("guest side version %s is older than %s: upgrading", have, want)
             self.provision()
 
-    def provision(self, user: str | None = None, roots: str | None = None, group: str | None = None) -> str:
+    def provision(
+        self,
+        user: str | None = None,
+        roots: str | None = None,
+        group: str | None = None,
+        packages: t.Sequence[str] | None = None,
+        setup: str | None = None,
+    ) -> str:
+        from llimabox import tools
+
+        packages = None if packages is None else tools.check_packages(packages)  # before the VM boots
+        setup = tools.check_setup(setup)
         self.auto_upgrade = False
         roots = roots or _remote_conf(self).get("ROOTS") or self.vm.environ.get("HOME") or os.path.expanduser("~")
-        return super().provision(user=user, roots=roots, group=group)
+        return super().provision(user=user, roots=roots, group=group, packages=packages, setup=setup)

@@ -9,8 +9,8 @@ import subprocess
 import typing as t
 
 from llimabox import guest
-from llimabox.backends.base import Backend, one_line
-from llimabox.errors import GuestNotProvisioned, GuestScriptFailed
+from llimabox.backends.base import Backend, ProgressRelay, one_line
+from llimabox.errors import GuestNotProvisioned, GuestScriptFailed, InvalidInput
 
 __all__ = ["LocalBackend"]
 
@@ -99,7 +99,18 @@ class LocalBackend(Backend):
         )
         return proc.returncode == 0
 
-    def provision(self, user: str | None = None, roots: str | None = None, group: str | None = None) -> str:
+    def provision(
+        self,
+        user: str | None = None,
+        roots: str | None = None,
+        group: str | None = None,
+        packages: t.Sequence[str] | None = None,
+        setup: str | None = None,
+    ) -> str:
+        from llimabox import tools
+
+        packages = None if packages is None else tools.check_packages(packages)
+        setup = tools.check_setup(setup)
         conf = _read_conf()
         user = user or _default_user() or conf.get("USER") or None
         roots = roots or conf.get("ROOTS") or "/home"
@@ -109,14 +120,34 @@ class LocalBackend(Backend):
             argv += ["--user", user]
         if group is not None:
             argv += ["--group", group]
+        argv += tools.installer_args(packages, setup)
         if os.geteuid() != 0:
             argv = ["sudo", "-n", *argv]
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
-        if proc.returncode != 0:
-            if os.geteuid() != 0 and proc.stderr.startswith(b"sudo:"):
+        relay = ProgressRelay()
+        code, out = _run_relayed(argv, relay)
+        reason = relay.finish(failed=code != 0)
+        if code != 0:
+            if os.geteuid() != 0 and relay.head.startswith(b"sudo:"):
                 raise GuestNotProvisioned(f"provisioning needs root; run: {_fix()}")
-            raise GuestScriptFailed(one_line(proc.stderr, f"provisioning failed (exit {proc.returncode})"))
-        return one_line(proc.stdout, "provisioned")
+            if code == 2:
+                raise InvalidInput(reason or "provisioning refused its arguments")
+            raise GuestScriptFailed(reason or f"provisioning failed (exit {code})")
+        return one_line(out, "provisioned")
+
+
+def _run_relayed(argv: list[str], relay: ProgressRelay) -> tuple[int, bytes]:
+    """Run ``argv``, its stderr through ``relay`` as it comes; return its status and stdout."""
+    import threading
+
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    out: list[bytes] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    while chunk := os.read(proc.stderr.fileno(), 65536):
+        relay.write(chunk)
+    reader.join()
+    return proc.wait(), b"".join(out)
 
 
 def _terminate_when_readable(proc: subprocess.Popen[bytes], fd: int) -> None:

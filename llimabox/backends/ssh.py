@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import typing as t
 from pathlib import Path
 
 from llimabox import guest
-from llimabox.backends.base import Backend, one_line
+from llimabox.backends.base import Backend, ProgressRelay, one_line
 from llimabox.errors import GuestNotProvisioned, GuestScriptFailed, InvalidInput
 
 if t.TYPE_CHECKING:
@@ -84,7 +85,18 @@ class SSHBackend(Backend):
             raise self._not_provisioned(b"")
         return code
 
-    def provision(self, user: str | None = None, roots: str | None = None, group: str | None = None) -> str:
+    def provision(
+        self,
+        user: str | None = None,
+        roots: str | None = None,
+        group: str | None = None,
+        packages: t.Sequence[str] | None = None,
+        setup: str | None = None,
+    ) -> str:
+        from llimabox import tools
+
+        packages = None if packages is None else tools.check_packages(packages)
+        setup = tools.check_setup(setup)
         conn = self.conn
         user = user or (self.target.user if self.target.user != "root" else None)
         roots = roots or _remote_conf(self).get("ROOTS") or "/home"
@@ -92,33 +104,43 @@ class SSHBackend(Backend):
         tmp = out.decode().strip()
         if code != 0 or not tmp.startswith("/tmp/llima-box-provision."):
             raise GuestScriptFailed(one_line(err, "cannot make a temporary directory in the guest"))
+        relay = ProgressRelay()
         try:
-            self._upload(tmp)
+            guest_setup = self._upload(tmp, setup)
             argv = ["bash", f"{tmp}/provision/install.sh", "--roots", roots]
             if user:
                 argv += ["--user", user]
             if group is not None:
                 argv += ["--group", group]
+            argv += tools.installer_args(packages, guest_setup)
             if self.target.user != "root":
                 argv = ["sudo", "-n", *argv]
-            code, out, err = conn.capture(argv)
+            stdout = io.BytesIO()
+            code = conn.run(argv, stdin=io.BytesIO(), stdout=stdout, stderr=relay)
         finally:
             conn.capture(["rm", "-rf", "--", tmp])
+        reason = relay.finish(failed=code != 0)
         if code != 0:
-            if err.startswith(b"sudo:"):
-                raise GuestNotProvisioned(
-                    f"provisioning needs root in the guest and sudo refused ({one_line(err, '')})"
-                )
+            if relay.head.startswith(b"sudo:"):
+                raise GuestNotProvisioned(f"provisioning needs root in the guest and sudo refused ({reason})")
             if code == 2:
-                raise InvalidInput(one_line(err, "provisioning refused its arguments"))
-            raise GuestScriptFailed(one_line(err, f"provisioning failed (exit {code})"))
-        return one_line(out, "provisioned")
+                raise InvalidInput(reason or "provisioning refused its arguments")
+            raise GuestScriptFailed(reason or f"provisioning failed (exit {code})")
+        return one_line(stdout.getvalue(), "provisioned")
 
-    def _upload(self, tmp: str) -> None:
+    def _upload(self, tmp: str, setup: str | None = None) -> str | None:
+        """Copy the guest side (and the setup script) into ``tmp`` in the guest; return the script's path there."""
         sftp = self.conn.connect().open_sftp()
         try:
             for name in ("guest-scripts", "provision"):
                 _put_tree(sftp, guest.data_dir(name), f"{tmp}/{name}")
+            if setup is None:
+                return None
+            sftp.mkdir(f"{tmp}/setup", 0o700)
+            dest = f"{tmp}/setup/{os.path.basename(setup)}"
+            sftp.put(setup, dest)
+            sftp.chmod(dest, 0o700)
+            return dest
         finally:
             sftp.close()
 

@@ -43,9 +43,13 @@ def status(g: Globals, as_json: bool) -> int:
 def provision(g: Globals, user: str | None, roots: str | None, group: str | None) -> None:
     """Install or upgrade the guest side: scripts, sudoers rule and settings.
 
+    Also installs the missing vm_packages of the configuration (recorded in the guest, installed
+    again when missing at every later run) and runs its vm_setup script there as root, with progress.
+
     \b
     Example:
         llima-box provision --roots /home          # the configured backend
+        LLIMA_BOX_VM_PACKAGES=nodejs,npm llima-box provision
         sudo "$(command -v llima-box)" --backend local provision --user "$USER" --roots /home
         sudo "$(command -v llima-box)" --backend local provision --group llima-box --roots /home   # a shared box
     """

@@ -47,8 +47,9 @@ def start(
 ) -> None:  # fmt: skip
     """Create the VM when it is missing and start it when it is stopped.
 
-    The sizes and --vm-type go into the VM's lima.yaml when it is created. An existing VM takes new
-    sizes when it restarts: asked on a terminal, else only with --yes.
+    The sizes and --vm-type go into the VM's lima.yaml when it is created, and a new VM gets the
+    vm_packages and vm_setup of the configuration. An existing VM takes new sizes when it restarts:
+    asked on a terminal, else only with --yes.
 
     \b
     Examples:
@@ -59,9 +60,10 @@ def start(
 
     given = {"cpus": cpus, "memory": memory, "disk": disk, "vmType": vm_type}
     settings = {k: v for k, v in given.items() if v is not None}
-    vm_ = manage.open_vm(g.api_kwargs()["overrides"], config_file, limactl_args, settings)
+    overrides = g.api_kwargs()["overrides"]
+    vm_ = manage.open_vm(overrides, config_file, limactl_args, settings)
     ask = click.confirm if sys.stdin.isatty() and sys.stdout.isatty() else None
-    click.echo(manage.start(vm_, yes=yes, ask=ask, config_given=config_file is not None))
+    click.echo(manage.start(vm_, yes=yes, ask=ask, config_given=config_file is not None, overrides=overrides))
 
 
 @vm.command(context_settings=CONTEXT_SETTINGS)
@@ -106,7 +108,15 @@ def status(g: Globals, as_json: bool) -> int:
 @vm.command(context_settings=CONTEXT_SETTINGS)
 @pass_globals
 def provision(g: Globals) -> None:
-    """Install or upgrade the guest side in the VM now (it also happens at every boot)."""
+    """Install or upgrade the guest side in the VM now (it also happens at every boot).
+
+    Also installs the vm_packages of the configuration that are missing (recorded in the VM, and
+    installed again at every boot when missing) and runs the vm_setup script as root.
+
+    \b
+    Example:
+        LLIMA_BOX_VM_PACKAGES=nodejs,npm llima-box vm provision
+    """
     from llimabox import vm as manage
 
     click.echo(manage.provision(g.api_kwargs()["overrides"]))

@@ -88,6 +88,7 @@ class VM:
         self.settings = dict(settings or {})
         self.out = out
         self.started = False  # this process booted it (its readiness probe just passed)
+        self.created = False  # this process created it
 
     @property
     def dir(self) -> Path:
@@ -226,6 +227,7 @@ class VM:
                 self.lc.create(self.name, path)
             except LimactlError as exc:
                 raise VMNotReady(f"cannot create the Lima VM {self.name}: {exc}") from exc
+        self.created = True
 
     def refresh_template(self) -> None:
         """Rewrite a stopped instance's embedded yaml when it carries older guest scripts."""
