@@ -55,7 +55,7 @@ if ! command -v "$cmd" >/dev/null 2>&1; then
 		exit 127
 	fi
 	if [ "$mode" = guest ]; then
-		echo "llima-box: $cmd is not installed in the guest: add \"$pkg\" to vm_npm_packages," \
+		echo "llima-box: $cmd is not installed in the guest: add \"npm:$pkg\" to vm_packages," \
 			"then: llima-box vm provision" >&2
 		exit 127
 	fi
@@ -119,6 +119,10 @@ def run(found: Agent, path: str | None, args: t.Sequence[str], *, config: Config
             added = api.share_args(backend, config, target.project)
         options = [] if target.known else api.config_options(config)
         backend.check_verb("create", target.name, target.project, *options, *added, notes=True)
+        if config.agent_install == "guest" and found.package and not _installed(backend, target, found.command):
+            print(f"llima-box: installing {found.command} in the guest, for every env: npm install -g "
+                  f"{found.package}", file=sys.stderr)
+            backend.provision(packages=[*config.vm_packages, f"npm:{found.package}"])
         variables = [v.replace("{home}", f"/home/{target.name}") for v in found.env]
         cmd = ["sh", "-c", _RUN, "sh", found.command, found.package or "", config.agent_install,
                *variables, found.command, *args]
@@ -132,6 +136,19 @@ def run(found: Agent, path: str | None, args: t.Sequence[str], *, config: Config
         backend.close()
 
 
+def _quietly(backend: t.Any, target: api.ShellTarget, cmd: list[str]) -> tuple[int, str]:
+    """Run ``cmd`` in the env with no input; its exit status and output (on any backend: real files)."""
+    with open(os.devnull, "rb") as nothing, open(os.devnull, "wb") as null, tempfile.TemporaryFile() as out:
+        code = backend.enter(target.name, target.project, cmd, cwd=target.cwd, env={}, stdin=nothing, stdout=out,
+                             stderr=null)
+        out.seek(0)
+        return code, out.read().decode("utf-8", "replace")
+
+
+def _installed(backend: t.Any, target: api.ShellTarget, command: str) -> bool:
+    return _quietly(backend, target, ["sh", "-c", 'command -v "$1"', "sh", command])[0] == 0
+
+
 def readiness(path: str | None, *, config: Config, accept_host_key: bool = False) -> list[dict[str, t.Any]]:
     """Each agent: its command, package, shares (``spec``, ``present`` on this machine), what they expose, and
     whether it is installed in the env of ``path`` (None: that env does not exist yet) and npm is there."""
@@ -143,11 +160,8 @@ def readiness(path: str | None, *, config: Config, accept_host_key: bool = False
         target = api.shell_target(backend, path if path is not None else os.getcwd())
         if target.known:
             commands = [a.command for a in known.values()]
-            with tempfile.TemporaryFile() as out, open(os.devnull, "wb") as null:
-                code = backend.enter(target.name, target.project, ["sh", "-c", _READY, "sh", *commands],
-                                     cwd=target.cwd, env={}, stdin=null, stdout=out, stderr=null)
-                out.seek(0)
-                answers = out.read().decode("utf-8", "replace").split()
+            code, text = _quietly(backend, target, ["sh", "-c", _READY, "sh", *commands])
+            answers = text.split()
             if code == 0 and len(answers) == len(commands) + 1:
                 installed = {name: answers[i] == "yes" for i, name in enumerate(known)}
                 npm = answers[-1] == "yes"

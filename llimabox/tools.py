@@ -14,8 +14,11 @@ from llimabox.errors import InvalidInput
 
 __all__ = ["PACKAGE_NAME", "check_packages", "check_setup", "installer_args"]
 
-#: A Debian package name (Debian policy 5.6.1): lowercase letters, digits, ``+ - .``; two characters at least.
-PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+#: A Debian package name (Debian policy 5.6.1): lowercase letters, digits, ``+ - .``; two characters at least;
+#: or ``npm:NAME[@VERSION]`` (or ``npm:/PATH.tgz``, a package file in the guest), one of npm's (installed
+#: globally in the guest, for every env).
+PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+|npm:(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*(@[a-z0-9.+-]+)?"
+                          r"|npm:/[A-Za-z0-9._+/-]+\.tgz")
 
 
 def check_packages(packages: t.Iterable[str]) -> tuple[str, ...]:
@@ -27,7 +30,7 @@ def check_packages(packages: t.Iterable[str]) -> tuple[str, ...]:
     for name in packages:
         if not PACKAGE_NAME.fullmatch(name):
             raise InvalidInput(f"vm_packages: {name!r} is not a Debian package name "
-                               "(lowercase letters, digits, + - ., at least two characters)")
+                               "(lowercase letters, digits, + - ., at least two characters) nor npm:NAME[@VERSION]")
         if name not in names:
             names.append(name)
     return tuple(names)

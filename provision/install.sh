@@ -10,7 +10,8 @@
 #   --roots         where projects may live (default /home)
 #   --project-mode  how an env writes its project (default auto: an idmapped mount where the
 #                   filesystem allows it, else bindfs --map; shared-uid runs envs as the owner)
-#   --packages      Debian/Ubuntu packages (space-separated) installed with apt-get when missing, and
+#   --packages      Debian/Ubuntu packages (space-separated; npm:NAME[@VERSION] or npm:/PATH.tgz one of npm's, installed
+#                   globally with the guest's npm after the others) installed with apt-get when missing, and
 #                   recorded in /etc/llima-box/packages: every later run (each boot, each upgrade)
 #                   installs them again when missing; default: the recorded ones, none with --packages ""
 #   --setup         a script run as root after the packages, by this run only (copied root-owned,
@@ -64,11 +65,13 @@ if [[ $LB_PACKAGES == - ]]; then # keep what was provisioned (boots and automati
 	LB_PACKAGES_KEPT=1 LB_PACKAGES=""
 	[[ ! -f /etc/llima-box/packages ]] || LB_PACKAGES=$(tr '\n' ' ' </etc/llima-box/packages)
 fi
-# Debian policy's package names, separated by spaces
-[[ $LB_PACKAGES =~ ^[a-z0-9+.\ -]*$ ]] || die "invalid --packages (names of a-z 0-9 + - ., separated by spaces)" 2
+# Debian policy's package names, and npm:NAME[@VERSION] for npm's, separated by spaces
+[[ $LB_PACKAGES =~ ^[A-Za-z0-9+.:@/~_\ -]*$ ]] || die "invalid --packages (package names, separated by spaces)" 2
 read -r -a packages <<<"$LB_PACKAGES"
 for package in ${packages[@]+"${packages[@]}"}; do
-	[[ $package =~ ^[a-z0-9][a-z0-9+.-]+$ ]] || die "invalid package name $package (Debian policy: ^[a-z0-9][a-z0-9+.-]+\$)" 2
+	[[ $package =~ ^[a-z0-9][a-z0-9+.-]+$ || $package =~ ^npm:(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*(@[a-z0-9.+-]+)?$ ||
+		$package =~ ^npm:/[A-Za-z0-9._+/-]+\.tgz$ ]] ||
+		die "invalid package name $package (Debian policy: ^[a-z0-9][a-z0-9+.-]+\$, or npm:NAME[@VERSION], npm:/PATH.tgz)" 2
 done
 [[ -z $LB_SETUP || ($LB_SETUP == /* && -f $LB_SETUP) ]] || die "no setup script $LB_SETUP (want the absolute path of a file)" 2
 export LB_SRC LB_USER LB_GROUP LB_ROOTS LB_MODE LB_PACKAGES LB_PACKAGES_KEPT LB_SETUP

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 
@@ -235,3 +236,37 @@ def test_status_never_boots_the_vm(fake: FakeLima) -> None:
     assert r.returncode == 1 and info["backend"] == "lima" and info["reachable"] is False
     assert "llima-box vm start" in info["error"]
     assert status(fake, "st") == "missing"
+
+
+def test_run_installs_a_missing_agent_in_the_guest_once_when_so_configured(fake: FakeLima) -> None:
+    """``agent_install = "guest"``: ``run`` provisions the agent's npm package for every env (recorded with the
+    config's vm_packages), then runs it; the next run finds it. A local package stands in for the registry's."""
+    import io
+    import tarfile
+
+    project = fake.project("agent-guest")
+    package = fake.home / "fake-opencode.tgz"
+    files = {"package/package.json": json.dumps({"name": "fake-opencode", "version": "1.0.0",
+                                                  "bin": {"opencode": "opencode.js"}}),
+             "package/opencode.js": '#!/usr/bin/env node\nconsole.log("fake opencode", process.argv[2])\n'}
+    with tarfile.open(package, "w:gz") as tar:
+        for name, text in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(text.encode()), 0o755
+            tar.addfile(info, io.BytesIO(text.encode()))
+    for shared in (".config", ".config/opencode", ".local", ".local/share", ".local/share/opencode"):
+        (fake.home / shared).mkdir(exist_ok=True)  # as `run` makes them, the user's (this test runs as root)
+        os.chown(fake.home / shared, 1501, 1501)
+    config = fake.dir / "state" / "config.toml"
+    config.parent.mkdir(exist_ok=True)
+    config.write_text(f'agent_install = "guest"\n[agents.opencode]\npackage = "{package}"\n')
+    try:
+        r = fake.lb("run", "-T", "opencode", project, "--", "hi")
+        assert (r.returncode, r.stdout) == (0, b"fake opencode hi\n"), r.stderr
+        assert b"installing opencode in the guest, for every env" in r.stderr
+        assert as_root(fake, "cat", "/etc/llima-box/packages").stdout == f"npm:{package}\n"
+        r = fake.lb("run", "-T", "opencode", project, "--", "again")
+        assert (r.returncode, r.stdout, b"installing" in r.stderr) == (0, b"fake opencode again\n", False), r.stderr
+    finally:
+        config.unlink()
+        as_root(fake, "sh", "-c", "npm uninstall -g fake-opencode; rm -f /etc/llima-box/packages")
