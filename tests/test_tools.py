@@ -153,7 +153,8 @@ def test_local_provision_bad_input_is_one_line_and_changes_nothing(local: t.Any,
         assert (r.returncode, len(lines)) == (code, 1) and lines[0].startswith(line), r.stderr
     # the installer checks them too, before any step
     for args, line in [(["--packages", "bash -rf"], "invalid package name -rf"),
-                       (["--packages", "bash Bad"], "invalid --packages"),
+                       (["--packages", "bash Bad"], "invalid package name Bad"),
+                       (["--packages", "npm:../x.tgz"], "invalid package name npm:../x.tgz"),
                        (["--packages", "bash\nrm"], "invalid --packages"),
                        (["--setup", "/nonexistent"], "no setup script /nonexistent")]:
         r = guest.reprovision(*args)
