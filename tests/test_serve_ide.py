@@ -103,6 +103,8 @@ def test_ssh_lands_in_the_project_env(ide_box: tuple[Serve, str, str], guest: t.
     r = _ssh(config, ALIAS, "pwd; id -un; ls /Users/alice")
     assert r.returncode == 0, (r.stderr, box.output())
     assert r.stdout.decode().split() == [WEB, names.env_name(WEB), "web"]  # the other project is not there
+    r = _ssh(config, "-tt", ALIAS, input=b"echo at=$(pwd) tty=$(tty)\nexit\n")  # a plain `ssh HOST`: a login shell
+    assert r.returncode == 0 and f"at={WEB} tty=/dev/pts/".encode() in r.stdout, (r.stdout, r.stderr)
     # the env form of the login names only the account's own envs
     bob = box.ssh("bob+secret-ide", "true", key=key)  # bob has no such project: refused, no env
     assert bob.returncode != 0

@@ -59,6 +59,7 @@ class Connection(t.Protocol):
     account: Account
     login: Login
     target: tuple[str, str] | None  # (env, project) of the login, once resolved
+    sessions: dict[int, Session]  # by channel id
 
 __all__ = ["Session", "ALLOWED_ENV", "relay", "process_tree"]
 
@@ -301,6 +302,8 @@ class Session:
                 self.channel.close()
             except (OSError, EOFError):
                 pass
+            if self.forward is not None:  # an IDE opens many: the connection keeps none of them
+                self.conn.sessions.pop(self.channel.get_id(), None)
 
     def _target(self) -> tuple[str, str]:
         """(env, project) of the login: ``USER+lb-…`` names one of the account's envs, ``USER+PROJECT``

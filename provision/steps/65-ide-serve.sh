@@ -29,6 +29,7 @@ Type=simple
 Environment=LLIMA_BOX_HOME=/var/lib/llima-box-serve
 Environment=LLIMA_BOX_SERVE_TCP_FORWARDING=1
 Environment=LLIMA_BOX_SERVE_SFTP=1
+Environment=LLIMA_BOX_SERVE_MAX_SESSIONS=64
 ExecStart=$cmd serve --listen 127.0.0.1:2242
 StateDirectory=llima-box-serve
 StateDirectoryMode=0700
