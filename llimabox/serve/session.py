@@ -216,7 +216,8 @@ class Session:
             if self.started or self.closing:
                 return False
             self.started = True
-        self.replied.clear()
+        if self.forward is None:
+            self.replied.clear()
         self.thread = threading.Thread(target=self._run, args=(kind, command), name=f"session-{kind}", daemon=True)
         self.thread.start()
         return True
@@ -256,7 +257,7 @@ class Session:
     def start_forward(self) -> bool:
         """Start the connection of a direct-tcpip channel (once the channel is open)."""
         assert self.forward is not None
-        self.replied.set()  # no request to answer: the open confirmation is out
+        self.replied.set()  # no request to answer: the open confirmation is out (start keeps it set)
         return self.start("direct-tcpip", f"{self.forward[0]}:{self.forward[1]}")
 
     def _stderr(self, message: str) -> None:
