@@ -40,6 +40,8 @@ FIELDS: list[tuple[str, type, object, str]] = [
     ("sudo", bool, True, "run the guest scripts through sudo -n (unless the guest user is root)"),
     ("mux", bool, True, "keep the guest connection open in a background process for `shell -- CMD`"),
     ("mux_idle", float, 600.0, "seconds the background connection stays open unused"),
+    ("ide_attach", bool, True, "lima backend: install llima-box in the VM and run serve on its loopback for "
+     "ssh-config (IDE attach; its Python packages come from PyPI)"),
     ("ide_port", int, 2242, "IDE attach: the port serve listens on, on the guest's loopback (ssh-config's Port)"),
     ("serve_group", str, "llima-box", "serve: only members of this group may log in"),
     ("serve_pam_service", str, "llima-box", "serve: the PAM service (passwords; account checks of key logins)"),
@@ -97,6 +99,7 @@ class Config:
     sudo: bool = True
     mux: bool = True
     mux_idle: float = 600.0
+    ide_attach: bool = True
     ide_port: int = 2242
     serve_group: str = "llima-box"
     serve_pam_service: str = "llima-box"

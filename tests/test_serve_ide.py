@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import time
@@ -168,3 +169,35 @@ def test_a_key_not_authorized_is_refused(ide_box: tuple[Serve, str, str], tmp_pa
     (tmp_path / "config").write_text(text)
     r = _ssh(str(tmp_path / "config"), ALIAS, "pwd")
     assert r.returncode == 255 and b"Permission denied" in r.stderr, r.stderr
+
+
+def test_the_lima_payload_installs_a_serve_of_its_own(ide_box: tuple[Serve, str, str], guest: t.Any,
+                                                      tmp_path: t.Any) -> None:
+    """provision/steps/62-serve-python.sh with the Lima VM's payload: a root-owned llima-box that serves."""
+    from llimabox.lima import render
+
+    payload = tmp_path / "payload.tar.gz"
+    payload.write_bytes(render.payload(ide_attach=True))
+    guest.sh("rm -rf /var/tmp/lb-payload && mkdir -m 0700 /var/tmp/lb-payload").check_returncode()
+    guest.run(["tar", "-xzf", "-", "-C", "/var/tmp/lb-payload", "--no-same-owner"],
+              input=payload.read_bytes()).check_returncode()
+    try:
+        r = guest.run(["env", "LB_SRC=/var/tmp/lb-payload", "bash",
+                       "/var/tmp/lb-payload/provision/steps/62-serve-python.sh"])
+        assert r.returncode == 0 and "IDE attach is off" not in r.stderr, r.stderr
+        r = guest.sh("find /usr/local/lib/llima-box/python /usr/local/bin/llima-box \\( ! -user root -o -perm /022 \\)"
+                     " -print | head -3; head -c 300 /usr/local/bin/llima-box")
+        assert r.stdout.startswith("#!/bin/sh\nPYTHONPATH=/usr/local/lib/llima-box/python\n"), r.stdout
+        own = Serve(guest, str(tmp_path), state="/var/lib/llima-box-serve-own", serve_sftp=1)
+        try:
+            _, config, _ = ide_box
+            with open(config, encoding="utf-8") as f:
+                text = f.read().replace(f"Port {ide_box[0].port}", f"Port {own.port}")  # another host key:
+            text = re.sub(r"(?m)^  UserKnownHostsFile .*$", f"  UserKnownHostsFile {tmp_path}/own-known", text)
+            (tmp_path / "config").write_text(text)
+            r = _ssh(str(tmp_path / "config"), ALIAS, "pwd")
+            assert (r.returncode, r.stdout) == (0, f"{WEB}\n".encode()), (r.stderr, own.output())
+        finally:
+            own.stop()
+    finally:
+        guest.install_cli()  # the other tests' llima-box: this checkout

@@ -75,5 +75,6 @@ def lima_backend(config: Config, start_args: t.Sequence[str] = (), config_file: 
     from llimabox.backends.lima import LimaBackend
     from llimabox.lima.vm import VM
 
-    vm = VM(str(config.vm_name), config_file=config_file or config.lima_config, start_args=start_args)
+    vm = VM(str(config.vm_name), config_file=config_file or config.lima_config, start_args=start_args,
+            ide_attach=bool(config.ide_attach))
     return LimaBackend(vm, sudo=bool(config.sudo), connect_timeout=float(config.connect_timeout))
