@@ -13,6 +13,7 @@ import dataclasses
 import os
 import pwd
 import re
+import socket
 import subprocess
 import typing as t
 
@@ -23,7 +24,8 @@ if t.TYPE_CHECKING:
     from llimabox.backends.base import Backend
     from llimabox.config import Config
 
-__all__ = ["DEFAULT_KEYS", "IdeTarget", "host_block", "default_key", "public_key", "authorize_key", "ssh_config"]
+__all__ = ["DEFAULT_KEYS", "IdeTarget", "IdeConfig", "host_block", "default_key", "public_key", "authorize_key",
+           "serve_answers", "ssh_config"]
 
 #: Private keys tried, in this order, when none is given.
 DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
@@ -48,6 +50,16 @@ class IdeTarget:
     key_alias: str = "llima-box-serve"  # the name the server's host key is pinned under
     proxy_jump: str | None = None
     known_hosts: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class IdeConfig:
+    """What :func:`ssh_config` found: the block, whether the key was ``"added"`` or ``"present"`` (None: not
+    asked), and whether serve answers on the port (None: not checked, behind a ProxyJump)."""
+
+    block: str
+    authorized: str | None
+    serve_answers: bool | None
 
 
 def _quote(value: str) -> str:
@@ -130,6 +142,16 @@ def authorize_key(backend: Backend, key_line: str) -> str:
     return out.decode().strip()
 
 
+def serve_answers(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``llima-box serve`` answers on host:port (its SSH banner)."""
+    try:
+        with socket.create_connection((host, port), timeout=2) as s:
+            s.settimeout(2)
+            return s.recv(64).startswith(b"SSH-2.0-llima-box")
+    except OSError:
+        return False
+
+
 def _account(backend: Backend) -> str:
     """The guest account serve logs the user in as: the guest login user (this user on local)."""
     if backend.kind == "local":
@@ -162,9 +184,9 @@ def ssh_config(
     key: str | None = None,
     alias: str | None = None,
     authorize: bool = False,
-) -> tuple[str, str | None]:
+) -> IdeConfig:
     """The Host block for the env of ``path`` (default: the working directory; the env is made when
-    missing), and with ``authorize`` whether the key was ``"added"`` or already ``"present"`` in the guest.
+    missing); with ``authorize`` the key is put into the guest account's authorized_keys.
 
     :raises InvalidInput: no usable key, a bad alias, or a project the guest refuses.
     """
@@ -187,4 +209,5 @@ def ssh_config(
     finally:
         backend.close()
     assert names.NAME_RE.fullmatch(name)
-    return host_block(target), status
+    answers = serve_answers(target.port) if target.proxy_jump is None else None
+    return IdeConfig(host_block(target), status, answers)

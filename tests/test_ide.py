@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import socket
 import stat
 import subprocess
 import typing as t
@@ -27,7 +28,16 @@ class _Local:
 
 
 @pytest.fixture
-def home(tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch) -> t.Any:
+def port(monkeypatch: pytest.MonkeyPatch) -> t.Iterator[int]:
+    """ide_port: a port bound here and not listening, so nothing answers on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("LLIMA_BOX_IDE_PORT", str(s.getsockname()[1]))
+        yield s.getsockname()[1]
+
+
+@pytest.fixture
+def home(tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch, port: int) -> t.Any:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("LLIMA_BOX_HOME", str(tmp_path / "lb"))
     (tmp_path / ".ssh").mkdir(mode=0o700)
@@ -38,21 +48,22 @@ def home(tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch) -> t.Any:
     return tmp_path
 
 
-def test_block_names_the_env_the_key_and_the_port(home: t.Any) -> None:
-    block, status = ide.ssh_config(str(home), overrides={"ide_port": 4022})
+def test_block_names_the_env_the_key_and_the_port(home: t.Any, port: int) -> None:
+    found = ide.ssh_config(str(home))
+    block, status = found.block, found.authorized
     user = f"{pwd.getpwuid(os.getuid()).pw_name}+lb-app-0123456789abcd"
     assert block == (
-        "Host llima-box-app-0123456789abcd\n  HostName 127.0.0.1\n  Port 4022\n"
+        f"Host llima-box-app-0123456789abcd\n  HostName 127.0.0.1\n  Port {port}\n"
         f"  User {user}\n  IdentityFile {home}/.ssh/id_ed25519\n  IdentitiesOnly yes\n"
-        "  PreferredAuthentications publickey\n  HostKeyAlias llima-box-serve-local-4022\n"
+        f"  PreferredAuthentications publickey\n  HostKeyAlias llima-box-serve-local-{port}\n"
         "  StrictHostKeyChecking accept-new\n")
-    assert status is None
+    assert status is None and found.serve_answers is False  # nothing listens on that port
 
 
 def test_authorize_adds_the_key_once(home: t.Any) -> None:
     pub = (home / ".ssh" / "id_ed25519.pub").read_text().strip()
-    assert ide.ssh_config(str(home), authorize=True)[1] == "added"
-    assert ide.ssh_config(str(home), authorize=True)[1] == "present"
+    assert ide.ssh_config(str(home), authorize=True).authorized == "added"
+    assert ide.ssh_config(str(home), authorize=True).authorized == "present"
     path = home / ".ssh" / "authorized_keys"
     assert path.read_text() == pub + "\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -62,7 +73,7 @@ def test_cli_prints_the_block_and_the_note(home: t.Any) -> None:
     r = CliRunner().invoke(cli, ["ssh-config", str(home), "--alias", "myapp"])
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("Host myapp\n")
-    assert "--authorize" in r.stderr
+    assert "--authorize" in r.stderr and "does not answer" in r.stderr
     r = CliRunner().invoke(cli, ["ssh-config", str(home), "--alias", "my app"])
     assert r.exit_code == 2 and r.stderr.startswith("Error: invalid host alias")
 

@@ -101,6 +101,7 @@ def _forwards(config: str, tmp: str, *pairs: tuple[int, int]) -> t.Iterator[None
 
 def test_ssh_lands_in_the_project_env(ide_box: tuple[Serve, str, str], guest: t.Any) -> None:
     box, config, key = ide_box
+    assert ide.serve_answers(box.port)  # what ssh-config checks before it says serve is not there
     r = _ssh(config, ALIAS, "pwd; id -un; ls /Users/alice")
     assert r.returncode == 0, (r.stderr, box.output())
     assert r.stdout.decode().split() == [WEB, names.env_name(WEB), "web"]  # the other project is not there

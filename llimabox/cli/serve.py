@@ -106,10 +106,13 @@ def ssh_config(g: Globals, path: str | None, key: str | None, alias: str | None,
     """
     from llimabox import ide
 
-    block, status = ide.ssh_config(path, key=key, alias=alias, authorize=authorize, **g.api_kwargs())
-    click.echo(block, nl=False)
-    if status == "added":
+    found = ide.ssh_config(path, key=key, alias=alias, authorize=authorize, **g.api_kwargs())
+    click.echo(found.block, nl=False)
+    if found.authorized == "added":
         click.echo("llima-box: added your public key to ~/.ssh/authorized_keys in the guest", err=True)
-    elif status is None:
+    elif found.authorized is None:
         click.echo("llima-box: serve accepts the key once it is in the guest account's ~/.ssh/authorized_keys "
                    "(run again with --authorize to put it there)", err=True)
+    if found.serve_answers is False:
+        click.echo("llima-box: llima-box serve does not answer on 127.0.0.1 at ide_port yet "
+                   "(README: IDE attach)", err=True)
