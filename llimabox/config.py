@@ -44,6 +44,9 @@ FIELDS: list[tuple[str, type, object, str]] = [
     ("sudo", bool, True, "run the guest scripts through sudo -n (unless the guest user is root)"),
     ("mux", bool, True, "keep the guest connection open in a background process for `shell -- CMD`"),
     ("mux_idle", float, 600.0, "seconds the background connection stays open unused"),
+    ("ide_attach", bool, True, "lima backend: install llima-box in the VM and run serve on its loopback for "
+     "ssh-config (IDE attach; its Python packages come from PyPI)"),
+    ("ide_port", int, 2242, "IDE attach: the port serve listens on, on the guest's loopback (ssh-config's Port)"),
     ("serve_group", str, "llima-box", "serve: only members of this group may log in"),
     ("serve_pam_service", str, "llima-box", "serve: the PAM service (passwords; account checks of key logins)"),
     ("serve_projects_root", str, "~", "serve: where an account's projects are (~ is its home, {user} its name)"),
@@ -67,7 +70,8 @@ FIELDS: list[tuple[str, type, object, str]] = [
      "serve: failed passwords from one address before its password logins are locked out "
      "(but of accounts that logged in from it lately)"),
     ("serve_lockout_seconds", float, 900.0, "serve: how long a lockout lasts (failures older than that are forgotten)"),
-    ("serve_tcp_forwarding", bool, False, "serve: allow direct-tcpip (ssh -L) connections from the box"),
+    ("serve_tcp_forwarding", bool, False,
+     "serve: allow direct-tcpip (ssh -L) connections, each made from inside the login's env"),
     ("serve_sftp", bool, False, "serve: allow the sftp subsystem (runs sftp-server inside the env)"),
 ]
 
@@ -101,6 +105,8 @@ class Config:
     sudo: bool = True
     mux: bool = True
     mux_idle: float = 600.0
+    ide_attach: bool = True
+    ide_port: int = 2242
     serve_group: str = "llima-box"
     serve_pam_service: str = "llima-box"
     serve_projects_root: str = "~"
@@ -126,7 +132,7 @@ _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 #: numbers that must be above zero; every other number may not be negative
 _POSITIVE = {"connect_timeout", "mux_idle", "serve_login_grace", "serve_max_sessions", "serve_max_connections",
-             "env_pids", "env_cpus"}
+             "env_pids", "env_cpus", "ide_port"}
 
 
 def _coerce(key: str, value: object, where: str) -> object:

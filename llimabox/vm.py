@@ -39,7 +39,7 @@ def open_vm(
 
     config = _config(overrides)
     return VM(str(config.vm_name), config_file=config_file or config.lima_config, start_args=start_args,
-              settings=settings)
+              settings=settings, ide_attach=bool(config.ide_attach))
 
 
 def _existing(vm: VM) -> t.Any:

@@ -38,6 +38,7 @@ class FakeLima:
             "HOME": str(self.home),
             "LLIMA_BOX_HOME": str(self.dir / "state"),
             "LLIMA_BOX_MUX": "0",
+            "LLIMA_BOX_IDE_ATTACH": "0",  # no pip in every fake VM: tests/test_serve_ide.py installs it once
             "PYTHONPATH": str(REPO),  # this checkout's llimabox, from any working directory
         }
         for var in ("SSH_AUTH_SOCK", "LLIMA_BOX_BACKEND", "LLIMA_BOX_HOST", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):

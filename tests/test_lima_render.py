@@ -97,3 +97,14 @@ def test_top_level_keys_are_set_in_place() -> None:
     mine = "# mine\nimages: []\ncpus: 4  # four\n"
     assert render.with_top_level(mine, {"cpus": 1, "disk": "9GiB"}) == "# mine\nimages: []\ncpus: 1\ndisk: 9GiB\n"
     assert render.top_level("images: [\n", ["cpus"]) == {}
+
+
+def test_ide_attach_ships_the_python_package() -> None:
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(render.payload(ide_attach=True)))) as tar:
+        names = set(tar.getnames())
+        reqs = tar.extractfile("serve/requirements.txt").read().decode()  # type: ignore[union-attr]
+    assert {"serve/llimabox/serve/server.py", "serve/llimabox/guest.py", "serve/migrations/env.py"} <= names
+    assert not any("__pycache__" in n or "/_data/" in n for n in names)
+    assert "paramiko>=3.4\n" in reqs and "pytest" not in reqs
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(render.payload()))) as tar:
+        assert not any(n.startswith("serve/") for n in tar.getnames())

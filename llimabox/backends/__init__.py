@@ -75,7 +75,8 @@ def lima_backend(config: Config, start_args: t.Sequence[str] = (), config_file: 
     """The Lima VM of ``config`` (``vm_name``, ``lima_config``), started on demand."""
     from llimabox.lima.vm import VM
 
-    vm = VM(str(config.vm_name), config_file=config_file or config.lima_config, start_args=start_args)
+    vm = VM(str(config.vm_name), config_file=config_file or config.lima_config, start_args=start_args,
+            ide_attach=bool(config.ide_attach))
     return lima_backend_of(vm, config)
 
 

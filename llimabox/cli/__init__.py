@@ -18,7 +18,7 @@ from llimabox.cli.doctor import doctor
 from llimabox.cli.envs import create, delete, delete_all, list_envs, ports, stop
 from llimabox.cli.guest import provision, status
 from llimabox.cli.run import run
-from llimabox.cli.serve import audit, serve
+from llimabox.cli.serve import audit, serve, ssh_config
 from llimabox.cli.shell import shell
 from llimabox.cli.verify import verify
 from llimabox.cli.vm import vm
@@ -111,7 +111,7 @@ def cli(
 
 
 for _command in (shell, run, create, list_envs, ports, stop, delete, delete_all, export, import_, status, provision,
-                 verify, vm, doctor, serve, audit):
+                 verify, vm, doctor, serve, audit, ssh_config):
     cli.add_command(_command)
 
 main = cli

@@ -1,4 +1,4 @@
-"""The multi-user SSH server: ``serve`` and its ``audit`` log."""
+"""The multi-user SSH server: ``serve``, its ``audit`` log, and ``ssh-config`` (IDE attach through it)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import click
 
-from llimabox.cli._common import CONTEXT_SETTINGS, Globals, pass_globals
+from llimabox.cli._common import CONTEXT_SETTINGS, Globals, complete_dirs, pass_globals
 
-__all__ = ["serve", "audit"]
+__all__ = ["serve", "audit", "ssh_config"]
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -83,3 +83,36 @@ def audit(g: Globals, as_json: bool, user: str | None, since: str | None, egress
         click.echo(f"{title}:")
         for row in rows[key]:
             click.echo("  " + "  ".join("-" if row[c] is None else str(row[c]) for c in columns))
+
+
+@click.command(name="ssh-config", context_settings=CONTEXT_SETTINGS)
+@click.argument("path", required=False, shell_complete=complete_dirs)
+@click.option("--key", metavar="FILE", help="Your private key (default: ~/.ssh/id_ed25519, id_ecdsa or id_rsa).")
+@click.option("--alias", metavar="NAME", help="The Host name (default: llima-box-ENV).")
+@click.option("--authorize", is_flag=True,
+              help="Also add the key's .pub to the guest account's ~/.ssh/authorized_keys (what serve accepts).")
+@pass_globals
+def ssh_config(g: Globals, path: str | None, key: str | None, alias: str | None, authorize: bool) -> None:
+    """Print an OpenSSH Host block that opens the env of PATH (default: the current directory) for IDEs.
+
+    VS Code Remote-SSH, Cursor, Zed, JetBrains Gateway and plain ssh reach the env through serve on the
+    guest's loopback (port ide_port), logging in with your key as ACCOUNT+ENV: sessions, sftp and ssh -L
+    all stay inside the env. The env is made when missing.
+
+    \b
+    Examples:
+        llima-box ssh-config ~/src/app --authorize >> ~/.ssh/config
+        ssh llima-box-app-XXXX pwd
+    """
+    from llimabox import ide
+
+    found = ide.ssh_config(path, key=key, alias=alias, authorize=authorize, **g.api_kwargs())
+    click.echo(found.block, nl=False)
+    if found.authorized == "added":
+        click.echo("llima-box: added your public key to ~/.ssh/authorized_keys in the guest", err=True)
+    elif found.authorized is None:
+        click.echo("llima-box: serve accepts the key once it is in the guest account's ~/.ssh/authorized_keys "
+                   "(run again with --authorize to put it there)", err=True)
+    if found.serve_answers is False:
+        click.echo("llima-box: llima-box serve does not answer on 127.0.0.1 at ide_port yet "
+                   "(README: IDE attach)", err=True)

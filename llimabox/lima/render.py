@@ -15,6 +15,7 @@ import shlex
 import tarfile
 import textwrap
 import typing as t
+from pathlib import Path
 
 import yaml
 
@@ -26,26 +27,45 @@ __all__ = ["MARKER", "payload", "render", "rendered_version", "top_level", "with
 MARKER = "# llima-box embedded lima.yaml, guest scripts version "
 
 
-def payload() -> bytes:
-    """``guest-scripts/`` and ``provision/`` (minus the yaml) as a reproducible tar.gz."""
+def payload(ide_attach: bool = False) -> bytes:
+    """``guest-scripts/`` and ``provision/`` (minus the yaml) as a reproducible tar.gz; with ``ide_attach``
+    also, under ``serve/``, this llima-box's Python package, its migrations and its requirements (what
+    ``provision/steps/62-serve-python.sh`` installs: the VM's own serve)."""
+    tops = [("guest-scripts", guest.data_dir("guest-scripts")), ("provision", guest.data_dir("provision"))]
+    if ide_attach:
+        tops += [("serve/llimabox", Path(guest.__file__).resolve().parent),
+                 ("serve/migrations", guest.data_dir("migrations"))]
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for top in ("guest-scripts", "provision"):
-            root = guest.data_dir(top)
+        for top, root in tops:
             for path in sorted(root.rglob("*")):
                 rel = path.relative_to(root)
-                if path.is_dir() or rel.name == "lima.yaml" or "__pycache__" in rel.parts or rel.name.startswith("."):
+                if (path.is_dir() or rel.name == "lima.yaml" or "__pycache__" in rel.parts or rel.name.startswith(".")
+                        or (top == "serve/llimabox" and rel.parts[0] == "_data")):
                     continue
-                info = tarfile.TarInfo(f"{top}/{rel.as_posix()}")
-                data = path.read_bytes()
-                info.size, info.mtime, info.uname, info.gname = len(data), 0, "root", "root"
-                info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
-                tar.addfile(info, io.BytesIO(data))
+                _add(tar, f"{top}/{rel.as_posix()}", path.read_bytes(), os.access(path, os.X_OK))
+        if ide_attach:
+            _add(tar, "serve/requirements.txt", _requirements().encode(), False)
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
-def _provision_script(roots: str) -> str:
-    blob = "\n".join(textwrap.wrap(base64.b64encode(payload()).decode("ascii"), 76))
+def _add(tar: tarfile.TarFile, name: str, data: bytes, executable: bool) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.uname, info.gname = len(data), 0, "root", "root"
+    info.mode = 0o755 if executable else 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _requirements() -> str:
+    """llima-box's own dependencies (not the extras), one a line, as pip reads them."""
+    from importlib import metadata
+
+    reqs = metadata.requires("llima-box") or []
+    return "".join(f"{r}\n" for r in sorted(reqs) if "extra ==" not in r)
+
+
+def _provision_script(roots: str, ide_attach: bool) -> str:
+    blob = "\n".join(textwrap.wrap(base64.b64encode(payload(ide_attach)).decode("ascii"), 76))
     return (
         "#!/bin/bash\n"
         "# llima-box: install the guest side (idempotent; runs as root at every boot)\n"
@@ -75,15 +95,16 @@ def _probe_script(version: int) -> str:
     )
 
 
-def render(host_home: str | None = None) -> str:
+def render(host_home: str | None = None, ide_attach: bool = False) -> str:
     """The embedded lima.yaml, ready for ``limactl create``.
 
     :param host_home: the host home (mounted at the same path; where projects may live).
+    :param ide_attach: provisioning installs llima-box in the VM and runs serve on its loopback.
     """
     roots = host_home or os.path.expanduser("~")
     version = guest.packaged_version()
     doc: dict[str, t.Any] = yaml.safe_load((guest.data_dir("provision") / "lima.yaml").read_text(encoding="utf-8"))
-    doc["provision"] = [{"mode": "system", "script": _provision_script(roots)}]
+    doc["provision"] = [{"mode": "system", "script": _provision_script(roots, ide_attach)}]
     doc["probes"] = [
         {
             "mode": "readiness",

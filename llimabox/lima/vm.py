@@ -69,6 +69,7 @@ class VM:
     :param config_file: a lima.yaml of the user's own instead of the embedded one (used at creation).
     :param start_args: extra ``limactl start`` options (``--timeout 20m``, …).
     :param settings: top-level lima.yaml keys to set at creation (``cpus``, ``memory``, ``disk``, ``vmType``).
+    :param ide_attach: the embedded lima.yaml installs llima-box's serve in the VM (IDE attach).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class VM:
         environ: t.Mapping[str, str] | None = None,
         out: t.Any = None,
         settings: t.Mapping[str, t.Any] | None = None,
+        ide_attach: bool = False,
     ) -> None:
         self.environ = dict(environ if environ is not None else os.environ)
         self.lc = Limactl(environ=self.environ)
@@ -86,6 +88,7 @@ class VM:
         self.config_file = config_file
         self.start_args = list(start_args)
         self.settings = dict(settings or {})
+        self.ide_attach = ide_attach
         self.out = out
         self.started = False  # this process booted it (its readiness probe just passed)
         self.created = False  # this process created it
@@ -184,7 +187,7 @@ class VM:
             except OSError as exc:
                 raise InvalidInput(f"cannot read the Lima config {self.config_file}: {exc.strerror}") from exc
         else:
-            text = render.render(self.environ.get("HOME") or os.path.expanduser("~"))
+            text = render.render(self.environ.get("HOME") or os.path.expanduser("~"), ide_attach=self.ide_attach)
         return render.with_top_level(text, self.settings)
 
     def instance_yaml(self) -> str:

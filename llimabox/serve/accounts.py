@@ -11,9 +11,13 @@ import os
 import pwd
 import re
 import stat
+import typing as t
+
+if t.TYPE_CHECKING:
+    from llimabox.guest import GuestEnv
 
 __all__ = ["Refused", "Login", "Account", "parse_login", "lookup_account", "expand", "resolve_project",
-           "project_label"]
+           "resolve_env", "project_label"]
 
 _USER_RE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
@@ -120,6 +124,27 @@ def resolve_project(account: Account, project: str, root_template: str) -> str:
         raise Refused(f"project {project} is not a directory")
     if st.st_uid != account.uid:
         raise Refused(f"project {project} does not belong to {account.name}")
+    return real
+
+
+def resolve_env(account: Account, name: str, envs: t.Iterable[GuestEnv]) -> str:
+    """The project of the account's env ``name`` (one of ``envs``, the guest's ``list``).
+
+    The env must be recorded as the account's, and its project must still be a directory of the
+    account's at that real path (``enter`` checks it again when it enters).
+
+    :raises Refused: no such env of the account's, or its project is gone or changed hands.
+    """
+    env = next((e for e in envs if e.name == name and e.owner == account.uid), None)
+    if env is None:
+        raise Refused(f"no env {name} of {account.name}")
+    try:
+        real = os.path.realpath(env.project, strict=True)
+        st = os.stat(real)
+    except OSError:
+        raise Refused(f"the project of env {name} is gone") from None
+    if real != env.project or not stat.S_ISDIR(st.st_mode) or st.st_uid != account.uid:
+        raise Refused(f"the project of env {name} is not a directory of {account.name}")
     return real
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -25,7 +26,7 @@ from llimabox.serve.accounts import Account, Login, parse_login
 from llimabox.serve.audit import Audit
 from llimabox.serve.auth import DUMMY_ACCOUNT, Authenticator
 from llimabox.serve.limits import Gate, Ticket, parse_startups
-from llimabox.serve.session import Session, relay
+from llimabox.serve.session import Session
 
 if t.TYPE_CHECKING:
     from llimabox.config import Config
@@ -37,6 +38,7 @@ _MAX_AUTH_FAILURES = 6  # per connection, like OpenSSH's MaxAuthTries
 _SHUTDOWN_GRACE = 15.0
 _DROP_LOG_EVERY = 10.0  # seconds between warnings about dropped connections
 _BANNER = "SSH-2.0-llima-box"
+_FORWARD_HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:-]{0,252}$")  # what lib/tcp-connect.py accepts
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -111,6 +113,7 @@ class Connection(paramiko.ServerInterface):
         self.login: Login | None = None
         self.sessions: dict[int, Session] = {}
         self.forwards: dict[int, tuple[str, int]] = {}
+        self.target: tuple[str, str] | None = None
         self._accounts: dict[str, Account] = {}
         self._interactive_login = ""
         self._key: tuple[str, str] | None = None
@@ -252,10 +255,12 @@ class Connection(paramiko.ServerInterface):
                                            destination: tuple[str, int]) -> int:
         if self.account is None and self.transport.is_authenticated():
             self.authenticated()
-        if self.account is None or not self.server.config.serve_tcp_forwarding:
+        host, port = destination
+        if (self.account is None or not self.server.config.serve_tcp_forwarding or self.server.stopping.is_set()
+                or not _FORWARD_HOST.fullmatch(str(host)) or not 0 < int(port) < 65536):
             log.info("refused port forwarding to %s:%s of %s", *destination, self.account.name if self.account else "?")
             return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
-        self.forwards[chanid] = destination
+        self.forwards[chanid] = (str(host), int(port))
         return paramiko.OPEN_SUCCEEDED
 
     # -- the connection's thread --
@@ -279,13 +284,10 @@ class Connection(paramiko.ServerInterface):
             session.terminate()
 
     def _forward(self, chan: paramiko.Channel, destination: tuple[str, int]) -> None:
-        try:
-            sock = socket.create_connection(destination, timeout=10)
-        except OSError:
+        """A direct-tcpip channel: connected from inside the login's env (see :mod:`session`), never from here."""
+        session = self.sessions[chan.get_id()] = Session(self, chan, forward=destination)
+        if not session.start_forward():
             chan.close()
-            return
-        sock.settimeout(None)
-        threading.Thread(target=relay, args=(sock, chan), daemon=True).start()
 
 
 class Server:

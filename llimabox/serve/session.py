@@ -3,6 +3,10 @@
 The command runs as ``enter NAME PROJECT -- SHELL -c COMMAND`` (a login shell for ``shell``)
 with a clean environment, in a new session; with a PTY its standard streams are the PTY's
 slave side, else pipes. Bytes are copied between the channel and the process by threads.
+
+A ``direct-tcpip`` channel (``ssh -L``, ``ssh -W``) is one too: its process is the guest's
+``lib/tcp-connect.py HOST PORT`` run through ``enter``, so the connection is made inside the env
+(its network namespace, as its user) and reaches what the env reaches, nothing of the guest's.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 import typing as t
 
 from llimabox import guest, names
-from llimabox.serve.accounts import Refused, project_label, resolve_project
+from llimabox.serve.accounts import Refused, project_label, resolve_env, resolve_project
 
 if t.TYPE_CHECKING:
     import paramiko
@@ -54,6 +58,8 @@ class Connection(t.Protocol):
     source: str
     account: Account
     login: Login
+    target: tuple[str, str] | None  # (env, project) of the login, once resolved
+    sessions: dict[int, Session]  # by channel id
 
 __all__ = ["Session", "ALLOWED_ENV", "relay", "process_tree"]
 
@@ -62,6 +68,7 @@ ALLOWED_ENV = re.compile(r"^(LANG|LC_[A-Z]+|TERM)$")
 _CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 _SIGNALS = {"ABRT", "ALRM", "FPE", "HUP", "ILL", "INT", "KILL", "PIPE", "QUIT", "SEGV", "TERM", "USR1", "USR2"}
 _SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/libexec/sftp-server")
+TCP_CONNECT = f"{guest.GUEST_PREFIX}/lib/tcp-connect.py"
 RUN_DIR = "/run/llima-box-serve"
 _CHUNK = 32768
 
@@ -159,8 +166,10 @@ class AgentRelay:
 class Session:
     """The state and the process of one session channel."""
 
-    def __init__(self, conn: Connection, channel: paramiko.Channel) -> None:
+    def __init__(self, conn: Connection, channel: paramiko.Channel,
+                 forward: tuple[str, int] | None = None) -> None:
         self.conn, self.channel = conn, channel
+        self.forward = forward  # a direct-tcpip channel's destination
         self.env: dict[str, str] = {}
         self.pty: tuple[str, int, int, int, int] | None = None
         self.master: int | None = None
@@ -207,7 +216,8 @@ class Session:
             if self.started or self.closing:
                 return False
             self.started = True
-        self.replied.clear()
+        if self.forward is None:
+            self.replied.clear()
         self.thread = threading.Thread(target=self._run, args=(kind, command), name=f"session-{kind}", daemon=True)
         self.thread.start()
         return True
@@ -244,7 +254,16 @@ class Session:
 
     # -- the session's thread --
 
+    def start_forward(self) -> bool:
+        """Start the connection of a direct-tcpip channel (once the channel is open)."""
+        assert self.forward is not None
+        self.replied.set()  # no request to answer: the open confirmation is out (start keeps it set)
+        return self.start("direct-tcpip", f"{self.forward[0]}:{self.forward[1]}")
+
     def _stderr(self, message: str) -> None:
+        if self.forward is not None:  # a forwarded connection has no stderr: the client would show nothing
+            log.info("%s: %s", self.conn.account.name, message)
+            return
         nl = "\r\n" if self.pty else "\n"
         try:
             self.channel.sendall_stderr(f"llima-box: {message}{nl}".encode())
@@ -262,13 +281,12 @@ class Session:
                 self._stderr(f"too many sessions of {account.name} (at most {server.config.serve_max_sessions})")
                 return
             try:
-                project = self._project()
+                name, project = self._target()
             except Refused as exc:
                 self._stderr(str(exc))
                 audit_id = server.audit.session_start(account.name, self.conn.source, None, self.conn.login.project,
                                                       kind, command)
                 return
-            name = names.env_name(project)
             audit_id = server.audit.session_start(account.name, self.conn.source, name, project, kind, command)
             code = self._execute(name, project, kind, command)
         except Exception:
@@ -280,25 +298,33 @@ class Session:
                 server.release(account.name)
             server.audit.session_end(audit_id, code, self.bytes_in, self.bytes_out)
             try:
-                if code is not None:
+                if code is not None and self.forward is None:
                     self.channel.send_exit_status(code)
                 self.channel.close()
             except (OSError, EOFError):
                 pass
+            if self.forward is not None:  # an IDE opens many: the connection keeps none of them
+                self.conn.sessions.pop(self.channel.get_id(), None)
 
-    def _project(self) -> str:
+    def _target(self) -> tuple[str, str]:
+        """(env, project) of the login: ``USER+lb-…`` names one of the account's envs, ``USER+PROJECT``
+        a directory under the account's projects root (kept for the connection once found)."""
         conn, config = self.conn, self.conn.server.config
+        if conn.target is not None:
+            return conn.target
         project = conn.login.project or config.serve_default_project
         if project is None:
             raise Refused(f"name a project: ssh {conn.account.name}+PROJECT@…; yours: {self._own_envs()}")
-        return resolve_project(conn.account, project, config.serve_projects_root)
+        if names.NAME_RE.fullmatch(project):
+            conn.target = (project, resolve_env(conn.account, project, _guest_envs()))
+        else:
+            real = resolve_project(conn.account, project, config.serve_projects_root)
+            conn.target = (names.env_name(real), real)
+        return conn.target
 
     def _own_envs(self) -> str:
-        from llimabox.backends.local import LocalBackend
-
         try:
-            code, out, _ = LocalBackend(sudo=False).run_verb("list")
-            envs = guest.parse_list(out) if code == 0 else []
+            envs = _guest_envs()
         except Exception:  # noqa: BLE001 - only a hint
             envs = []
         root = self.conn.server.config.serve_projects_root
@@ -312,6 +338,9 @@ class Session:
             cmd = [shell, "-c", command or ""]
         elif kind == "subsystem":
             cmd = [next((p for p in _SFTP_SERVERS if os.access(p, os.X_OK)), _SFTP_SERVERS[0])]
+        elif kind == "direct-tcpip":
+            assert self.forward is not None
+            cmd = [TCP_CONNECT, self.forward[0], str(self.forward[1])]
         else:
             cmd = [shell, "-l"]
         env = {k: v for k, v in self.env.items() if ALLOWED_ENV.match(k)}
@@ -361,8 +390,8 @@ class Session:
         feeder = threading.Thread(target=self._feed, args=(write, proc.stdin.close), daemon=True)
         feeder.start()
         out = threading.Thread(target=self._drain, args=(proc.stdout.fileno(), self.channel.sendall), daemon=True)
-        err = threading.Thread(target=self._drain, args=(proc.stderr.fileno(), self.channel.sendall_stderr),
-                               daemon=True)
+        to_stderr = self.channel.sendall_stderr if self.forward is None else self._log_stderr
+        err = threading.Thread(target=self._drain, args=(proc.stderr.fileno(), to_stderr), daemon=True)
         out.start()
         err.start()
         code = proc.wait()
@@ -371,6 +400,9 @@ class Session:
         proc.stdout.close()
         proc.stderr.close()
         return _status(code)
+
+    def _log_stderr(self, data: bytes) -> None:
+        log.info("forward of %s: %s", self.conn.account.name, data.decode("utf-8", "replace").strip()[:300])
 
     def _feed(self, write: t.Callable[[bytes], None], done: t.Callable[[], None]) -> None:
         """Channel → process, until the client's EOF; a vanished client ends the session."""
@@ -452,6 +484,16 @@ class Session:
                 self.channel.sendall(data)
             except (OSError, EOFError):
                 return
+
+
+def _guest_envs() -> list[guest.GuestEnv]:
+    """Every env of the guest (serve runs as root there: its ``list`` shows all)."""
+    from llimabox.backends.local import LocalBackend
+
+    code, out, _ = LocalBackend(sudo=False).run_verb("list")
+    if code != 0:
+        raise Refused("cannot list the envs now")
+    return guest.parse_list(out)
 
 
 class _Closing(Exception):
