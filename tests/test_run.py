@@ -48,7 +48,7 @@ def test_run_shares_the_agents_config_and_runs_it_in_the_project_with_a_pty(gues
     r = guest.run(["script", "-qec", run, "/dev/null"], user="alice")  # on a terminal, as a person runs it
     assert r.returncode == 0, r.stderr
     lines = _out(r).decode().replace("\r", "").replace("^@", "").splitlines()
-    name = json.loads(_out(_lb(guest, env, "list --json")))[0]["name"]
+    name = _name(guest, env, project)
     assert lines == ["args: --resume two words", f"cwd: {project}", f"config: /home/{name}/.claude", "tty: yes"]
     assert guest.run(["cat", f"{home}/.claude/written"]).stdout == "from-env\n"  # the host's ~/.claude, read-write
     assert guest.run(["stat", "-c", "%a %U", f"{home}/.claude"]).stdout.strip() == "700 alice"  # made by run
@@ -68,7 +68,7 @@ def test_run_installs_a_missing_agent_into_the_env_once(guest: t.Any, setup) -> 
     r = _lb(guest, env, f"run -T codex {project} -- hello")
     assert r.returncode == 0, r.stderr
     assert "installing codex into this env" in r.stderr
-    assert _out(r).decode().split() == ["fake", "codex", "hello", f"/home/{_name(guest, env)}/.codex"]
+    assert _out(r).decode().split() == ["fake", "codex", "hello", f"/home/{_name(guest, env, project)}/.codex"]
     r = _lb(guest, env, f"run -T codex {project} -- again")
     assert (r.returncode, "installing" in r.stderr) == (0, False), r.stderr
     rows = {row["agent"]: row for row in json.loads(_out(_lb(guest, env, f"run --list --json {project}")))}
@@ -76,8 +76,8 @@ def test_run_installs_a_missing_agent_into_the_env_once(guest: t.Any, setup) -> 
     assert rows["opencode"]["shares"][0] == {"spec": "~/.config/opencode:rw", "present": False}
 
 
-def _name(guest: t.Any, env: str) -> str:
-    return json.loads(_out(_lb(guest, env, "list --json")))[0]["name"]
+def _name(guest: t.Any, env: str, project: str) -> str:
+    return next(row["name"] for row in json.loads(_out(_lb(guest, env, "list --json"))) if row["project"] == project)
 
 
 def test_run_refuses_an_unknown_agent_with_one_line(guest: t.Any, setup) -> None:
