@@ -33,7 +33,7 @@ if t.TYPE_CHECKING:
     from llimabox.store import Store
 
 __all__ = [
-    "shell", "shell_target", "run_in_env", "record_use", "ShellTarget", "Use",
+    "shell", "shell_target", "prepare_new", "run_in_env", "record_use", "ShellTarget", "Use",
     "create", "create_in", "list_envs", "list_in", "prune_plan", "prune", "delete", "delete_all", "status",
     "provision", "open_backend",
     "verify", "verify_in",
@@ -259,11 +259,11 @@ def shell(
     backend = open_backend(config, overrides, accept_host_key, start=True)
     try:
         target = shell_target(backend, path if path is not None else os.getcwd())
-        options = [] if target.known else [*config_options(config), *share_args(backend, config, target.project)]
+        if not target.known:
+            prepare_new(backend, config, target)
         if shares:
-            options += share_args(backend, None, target.project, shares)
-        if options:  # a new env with the config's network, limits or shares: made by create first (once)
-            backend.check_verb("create", target.name, target.project, *options, notes=True)
+            backend.check_verb("create", target.name, target.project,
+                               *share_args(backend, None, target.project, shares), notes=True)
         if pty is None:
             pty = _isatty(stdin, sys.stdin) and _isatty(stdout, sys.stdout)
         use = Use.of(cmd)
@@ -275,6 +275,14 @@ def shell(
         return code
     finally:
         backend.close()
+
+
+def prepare_new(backend: Backend, config: Config, target: ShellTarget) -> None:
+    """Before the first command in an env the state database does not know: make it with the config's network,
+    limits and shares (one round trip, once), when the config has any; else ``enter`` makes it."""
+    options = [*config_options(config), *share_args(backend, config, target.project)]
+    if options:
+        backend.check_verb("create", target.name, target.project, *options, notes=True)
 
 
 def run_in_env(

@@ -159,3 +159,15 @@ def test_every_command_leaves_an_audit_row(lb: LB, project: str) -> None:
         (3, "exec", project, "cli"), (4, "exec", project, "cli")]
     assert all(s["env"].startswith("lb-") and s["user"] and s["started_at"] <= s["ended_at"] for s in mine)
     assert mine[0]["command"] == f"sh -c 'exit 3 # {tag}'"
+
+
+def test_a_new_env_made_through_the_mux_gets_the_configs_options(lb: LB, project: str, guest: t.Any) -> None:
+    """The first command in a new project, through a running mux, makes its env as the CLI would: with the
+    config's network (and shares)."""
+    (Path(lb.env["LLIMA_BOX_HOME"]) / "config.toml").write_text('env_network = "offline"\n')
+    warm(lb, project)
+    other = guest.make_project("alice", "mux-new-" + os.urandom(3).hex())
+    r = lb("shell", other, "--", "true")
+    assert r.returncode == 0 and logins(lb) == 1, r.stderr  # through the mux
+    rows = {row["project"]: row for row in json.loads(lb("list", "--json").stdout)}
+    assert rows[other]["network"] == rows[project]["network"] == "offline"

@@ -225,6 +225,8 @@ class _Handler(socketserver.BaseRequestHandler):
         use = api.Use.of(msg.cmd)
 
         def run(backend: Backend) -> int:
+            if not target.known:  # as api.shell: the config's options and shares for a new env
+                api.prepare_new(backend, config, target)
             return api.run_in_env(
                 backend, target, msg.cmd, environ=env, use=use, pty=False,
                 stdin=files[0], stdout=files[1], stderr=files[2], cancel_fd=self.request.fileno(),
