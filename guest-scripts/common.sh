@@ -299,6 +299,12 @@ make_env() {
 		rm -rf --one-file-system "$home.new" # left by an interrupted create
 		mkdir -m 0700 "$home.new"
 		cp -a /etc/skel/. "$home.new/" 2>/dev/null || true
+		if [[ ! -e $home.new/.npmrc ]]; then # npm install -g: into the home; npm's global config stays the guest's
+			# shellcheck disable=SC2016 # npm expands ${HOME} itself
+			printf 'prefix=${HOME}/.local\n' >"$home.new/.npmrc"
+			[[ ! -r /etc/llima-box/npm-globalconfig ]] ||
+				printf 'globalconfig=%s\n' "$(</etc/llima-box/npm-globalconfig)" >>"$home.new/.npmrc"
+		fi
 		chmod 0700 "$home.new" # cp -a gave it skel's mode
 		chown -R --no-dereference "$name:$name" "$home.new"
 		# shellcheck source=home.sh

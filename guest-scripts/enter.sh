@@ -159,15 +159,16 @@ if [[ -e $LB_STATE/envs/$name/allow ]]; then # egress only through its filtering
 fi
 unset "${!PERL@}" # perl runs as root here: nothing of the caller's may reach it (PERL5OPT, PERL5LIB)
 # Per-env user installs go to the env's home, the one place of the system it may write: ~/.local/bin comes
-# first on PATH, `npm install -g` uses the prefix ~/.local, and pip may install with --user (or by itself,
-# as /usr is not writable) although the system's Python is marked externally managed (PEP 668): that mark
-# guards the system's packages against pip, and in an env they are read-only, so the env is the boundary.
+# first on PATH, `npm install -g` uses the prefix ~/.local (the home's ~/.npmrc, from make_env: a variable
+# would move npm's global config, and with it the guest's registry and CA settings), and pip may install
+# with --user (or by itself, as /usr is not writable) although the system's Python is marked externally
+# managed (PEP 668): that mark guards the system's packages against pip, and in an env they are read-only.
 entry_argv=(
 	"${run[@]}" perl "$LB_LIB/entry.pl" "$pid" "$HOLDER_START" "$name" "$cgroup" "$uid" "$gid" "$userns" "$session"
 	"$cwd"
 	"HOME=/home/$name" "USER=$name" "LOGNAME=$name" SHELL=/bin/bash
 	"PATH=/home/$name/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	"NPM_CONFIG_PREFIX=/home/$name/.local" PIP_BREAK_SYSTEM_PACKAGES=1
+	PIP_BREAK_SYSTEM_PACKAGES=1
 	"TERM=$term" "LANG=$lang" "${extra[@]}" --
 )
 rc=0

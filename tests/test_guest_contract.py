@@ -84,7 +84,7 @@ def test_enter_exit_codes_argv_cwd_and_environment(guest, env_name, project):
     assert guest.guest_script("enter", env_name, project, "--cwd", "/Users/alice", "--", "pwd").returncode == 125
     env = guest.guest_script("enter", env_name, project, "--env", "TERM=xterm", "--", "env").stdout
     assert sorted(line.split("=")[0] for line in env.splitlines()) == \
-        ["HOME", "LANG", "LOGNAME", "NPM_CONFIG_PREFIX", "PATH", "PIP_BREAK_SYSTEM_PACKAGES", "SHELL", "TERM", "USER"]
+        ["HOME", "LANG", "LOGNAME", "PATH", "PIP_BREAK_SYSTEM_PACKAGES", "SHELL", "TERM", "USER"]
     assert "TERM=xterm" in env
     assert guest.guest_script("enter", env_name, project, "--env", "LD_PRELOAD=x", "--", "true").returncode == 125
     guest.guest_script("delete", env_name)

@@ -41,5 +41,8 @@ def test_readme_install_command_works_on_a_fresh_account(guest):
         assert "uid=" in id_line and "(lb-" in id_line and NEWCOMER not in id_line.split()[0], r.stdout
     finally:
         guest.run(["su", "-", NEWCOMER, "-c", "llima-box --backend local delete-all --yes"], timeout=120)
-        guest.sh(f"rm -f /etc/sudoers.d/zz-newcomer; userdel -r {NEWCOMER}")
+        # its mux lives on after the command: end it, or userdel refuses (and the account, a member of the
+        # group llima-box since it was provisioned, would log in to serve in later tests)
+        guest.sh(f"rm -f /etc/sudoers.d/zz-newcomer; pkill -KILL -u {NEWCOMER}; sleep 0.2; "
+                 f"userdel -r {NEWCOMER}").check_returncode()
         guest.reprovision().check_returncode()

@@ -230,9 +230,13 @@ def test_pip_user_and_npm_global_install_into_the_env_home(guest: t.Any, env_nam
     p = str(project)
     assert guest.guest_script("create", env_name, p, "--network", "offline").returncode == 0
     try:
-        r = guest.enter(env_name, p, "sh", "-c", 'echo "$PATH"; echo "$NPM_CONFIG_PREFIX"')
+        r = guest.enter(env_name, p, "sh", "-c", 'echo "$PATH"; head -n 1 ~/.npmrc')
         system = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        assert r.stdout == f"/home/{env_name}/.local/bin:{system}\n/home/{env_name}/.local\n", r.stderr
+        assert r.stdout == f"/home/{env_name}/.local/bin:{system}\nprefix=${{HOME}}/.local\n", r.stderr
+        if npm:  # the guest's own global config (registry, CA) still holds in the env
+            want = guest.run(["sh", "-c", "cd / && HOME=/nonexistent npm config get globalconfig"]).stdout
+            r = guest.enter(env_name, p, "npm", "config", "get", "globalconfig")
+            assert r.stdout == want and not r.stdout.startswith(f"/home/{env_name}"), r.stderr
         whl, tgz = _wheel()[0], _npm_package()[0]
         r = guest.enter(env_name, p, "python3", "-m", "pip", "install", "-q", "--user", "--no-index",
                         "--disable-pip-version-check", f"{p}/{whl}")
@@ -241,8 +245,8 @@ def test_pip_user_and_npm_global_install_into_the_env_home(guest: t.Any, env_nam
             r = guest.enter(env_name, p, "npm", "install", "-g", "--offline", "--no-audit", "--no-fund",
                             "--no-update-notifier", f"{p}/{tgz}")
         else:
-            r = guest.enter(env_name, p, "sh", "-c", 'printf "#!/bin/sh\\necho npm tool runs\\n" > '
-                            '"$NPM_CONFIG_PREFIX/bin/lb-npm-tool" && chmod +x "$NPM_CONFIG_PREFIX/bin/lb-npm-tool"')
+            r = guest.enter(env_name, p, "sh", "-c", 'mkdir -p ~/.local/bin && printf "#!/bin/sh\\necho npm tool '
+                            'runs\\n" > ~/.local/bin/lb-npm-tool && chmod +x ~/.local/bin/lb-npm-tool')
         assert r.returncode == 0, r.stderr
         found = "lb-pip-tool; lb-npm-tool; command -v lb-pip-tool; command -v lb-npm-tool"
         r = guest.enter(env_name, p, "sh", "-c", found)
