@@ -262,8 +262,9 @@ def shell(
         options = [] if target.known else [*config_options(config), *share_args(backend, config, target.project)]
         if shares:
             options += share_args(backend, None, target.project, shares)
-        if options:  # a new env with the config's network, limits or shares: made by create first (once)
-            backend.check_verb("create", target.name, target.project, *options, notes=True)
+        flag, secrets = secret_input(config, target.project) if not target.known else ([], None)
+        if options or flag:  # a new env with the config's network, limits, shares or secrets: made by create first
+            backend.check_verb("create", target.name, target.project, *options, *flag, notes=True, input=secrets)
         if pty is None:
             pty = _isatty(stdin, sys.stdin) and _isatty(stdout, sys.stdout)
         use = Use.of(cmd)
@@ -368,6 +369,23 @@ def share_args(backend: Backend, config: Config | None, project: str, given: t.S
     return args
 
 
+def secret_input(config: Config | None, project: str, environ: t.Mapping[str, str] = os.environ,
+                 always: bool = False) -> tuple[list[str], bytes | None]:
+    """The guest ``create``'s ``--secrets-from-stdin`` and its stdin: the secrets ``config`` grants to the env of
+    ``project`` as JSON lines (an empty set clears the env's). Nothing when the config has no secrets (unless
+    ``always``: an explicit ``create`` clears what an env kept). The values go on stdin, never in argv."""
+    import json
+
+    from llimabox.config import granted_secrets, secret_value
+
+    if config is None or not (config.secrets or always):
+        return [], None
+    lines = [json.dumps({"name": s.name, "hosts": list(s.hosts), "header": s.header, "prefix": s.prefix,
+                         "value": secret_value(s, environ), "env": s.env}) + "\n"
+             for s in granted_secrets(config, project)]
+    return ["--secrets-from-stdin"], "".join(lines).encode()
+
+
 def config_options(config: Config) -> list[str]:
     allow = (config.env_allow or "").replace(",", " ").split()
     return create_options(config.env_network, config.env_memory, config.env_pids, config.env_cpus,
@@ -425,6 +443,7 @@ def create_in(backend: Backend, path: str | os.PathLike[str], options: t.Sequenc
     of ``config`` and ``shares`` are added and the targets ``unshare`` removed in either case."""
     project = _project(backend, path)
     added = share_args(backend, config, project, shares) + [a for dst in unshare for a in ("--unshare", dst)]
+    flag, secrets = secret_input(config, project, always=config is not None)
     name = names.env_name(project)
     version = _ensure_current(backend)
     store = _open_store()
@@ -433,7 +452,7 @@ def create_in(backend: Backend, path: str | os.PathLike[str], options: t.Sequenc
         with store.changing_envs():
             if not options and new_options and store.get(name) is None:
                 options = new_options
-            backend.check_verb("create", name, project, *options, *added, notes=True)
+            backend.check_verb("create", name, project, *options, *added, *flag, notes=True, input=secrets)
             _upsert(store, backend, name, project, version)
     finally:
         store.close()
