@@ -496,6 +496,7 @@ def _reconcile(backend: Backend, live: list[guest.GuestEnv], records: t.Sequence
                 "ports": env.ports if env is not None else None,
                 "shares": env.shares if env is not None else None,
                 **({"allow": env.allow, "refused": env.refused} if env is not None and env.allow else {}),
+                **({"secrets": env.secrets} if env is not None and env.secrets else {}),
                 "project_gone": env.project_gone if env is not None else False,
             }
         )
