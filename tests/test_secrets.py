@@ -287,3 +287,27 @@ def test_the_secrets_ca_is_roots(guest: Guest) -> None:
     bundle = guest.run(["cat", "/etc/llima-box/secrets-ca/bundle.pem"]).stdout
     assert bundle.endswith(guest.run(["cat", "/etc/llima-box/secrets-ca/ca.crt"]).stdout)
     assert PREFIX  # the guest side is installed there
+
+
+def test_the_ssh_backend_sends_a_secret_on_stdin(guest: Guest, tmp_path) -> None:
+    """From this machine over SSH (as the lima backend does): the value reaches the env's record, not an argv."""
+    from tests.test_e2e_ssh import LB
+
+    home = tmp_path / "lbhome"
+    home.mkdir()
+    (home / "known_hosts").write_text(f"[127.0.0.1]:{guest.port} {guest.host_key_pub}")
+    project = guest.make_project("alice", "sec-ssh-" + secrets.token_hex(3))
+    (home / "config.toml").write_text(CONFIG.format(project=project).replace('from_file = "~/key"',
+                                                                               'from_env = "LB_TEST_KEY"'))
+    lb_ssh = LB(guest, home)
+    value = "sk-ssh-" + secrets.token_hex(16)
+    r = lb_ssh("create", project, env={**lb_ssh.env, "LB_TEST_KEY": value})
+    assert r.returncode == 0, r.stderr
+    name = names.env_name(project)
+    try:
+        assert value in guest.run(["cat", f"/var/lib/llima-box/envs/{name}/secrets"]).stdout
+        assert value not in guest.run(["ps", "-ewwo", "args"]).stdout
+        r = guest.enter(name, project, "sh", "-c", "echo $ANTHROPIC_API_KEY $HTTPS_PROXY")
+        assert r.stdout == "llima-box-secret-placeholder http://127.0.0.1:3129\n", r
+    finally:
+        lb_ssh("delete", project, "--yes")
