@@ -11,7 +11,7 @@ it prints how many there are. A bad line: exit 2 with one line on stderr that ne
 run is started by root (lib/network.sh) at every start of an isolated env with secrets. As root it opens a
 pidfd of the holder (it ends with the holder), reads SECRETS, mints with openssl a leaf key and certificate
 per secret host into CERTS (root, 0700) signed by the guest's CA (/etc/llima-box/secrets-ca, provisioning's
-75-secrets-ca.sh), loads them and removes CERTS, and makes its listening socket on the env's own
+85-secrets-ca.sh), loads them and removes CERTS, and makes its listening socket on the env's own
 127.0.0.1:3129 (a thread in the env's network namespace). It writes "PID START" to PIDFILE, then drops to
 ACCOUNT (no groups, no capabilities, no_new_privs, not dumpable: no process of that account may trace it or
 read its memory) and prints "ready".

@@ -1,7 +1,8 @@
 #!/bin/bash
 # The guest's secrets CA (lib/secret-proxy.py): made once, an EC key that never leaves root and its
 # certificate, which envs with secrets trust (and no other). bundle.pem, the system's CA bundle and the CA's
-# certificate, is what those envs' SSL_CERT_FILE names: made again at every provisioning.
+# certificate, is what those envs' SSL_CERT_FILE names: made again at every provisioning. It runs after
+# 80-packages.sh, which may be what installs openssl.
 set -euo pipefail
 dir=/etc/llima-box/secrets-ca
 if ! command -v openssl >/dev/null; then
