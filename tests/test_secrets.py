@@ -311,3 +311,42 @@ def test_the_ssh_backend_sends_a_secret_on_stdin(guest: Guest, tmp_path) -> None
         assert r.stdout == "llima-box-secret-placeholder http://127.0.0.1:3129\n", r
     finally:
         lb_ssh("delete", project, "--yes")
+
+
+def _proxy_module() -> t.Any:
+    import importlib.util
+
+    from tests.guest import REPO
+
+    spec = importlib.util.spec_from_file_location("secret_proxy", REPO / "guest-scripts" / "secret-proxy.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SECRET = {"header": "X-Api-Key", "prefix": "", "value": "real"}
+
+
+@pytest.mark.parametrize("head", [
+    b"GET https://other.test/ HTTP/1.1\r\nHost: secret.test",  # absolute-form: another target
+    b"CONNECT other.test:443 HTTP/1.1\r\nHost: secret.test",
+    b"GET / HTTP/2.0\r\nHost: secret.test",
+    b"GET / HTTP/1.1\r\nHost: secret.test\r\n folded: line",  # obs-fold
+    b"GET / HTTP/1.1\r\nHost: secret.test\r\nBad Header: x",
+    b"GET / HTTP/1.1\r\nHost: secret.test\r\nX: a\rb",
+])
+def test_the_proxy_refuses_a_request_head_it_cannot_rewrite_safely(head: bytes) -> None:
+    proxy = _proxy_module()
+    with pytest.raises(proxy.Bad):
+        proxy.rewrite(head, "secret.test", [SECRET])
+
+
+def test_the_proxy_rewrites_the_head_of_a_secret_host() -> None:
+    proxy = _proxy_module()
+    head = (b"POST /v1/messages?x=1 HTTP/1.1\r\nhost: other.test\r\nx-api-key: placeholder\r\nX-API-KEY: two\r\n"
+            b"Connection: keep-alive, Upgrade\r\nUpgrade: h2c\r\nContent-Length: 2\r\nProxy-Authorization: x")
+    out = proxy.rewrite(head, "secret.test", [{**SECRET, "header": "x-api-key"},
+                                              {"header": "Authorization", "prefix": "Bearer ", "value": "tok"}])
+    assert out == (b"POST /v1/messages?x=1 HTTP/1.1\r\nContent-Length: 2\r\nHost: secret.test\r\nx-api-key: real\r\n"
+                   b"Authorization: Bearer tok\r\nConnection: close\r\n\r\n")
