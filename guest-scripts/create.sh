@@ -98,7 +98,7 @@ secrets_count=0
 if [[ -n $secrets_in ]]; then # checked into a root-only file now: nothing of the env changes when they do not pass
 	secrets_in=$LB_RUN/roots/$name.secrets.in
 	trap 'rm -f "$secrets_in" "$secrets_in.env" "$secrets_in.new" "$secrets_in.env.new"' EXIT
-	secrets_count=$(python3 -I -S "$LB_LIB/secret-proxy.py" check "$secrets_in") || exit 2
+	secrets_count=$(python3 -I -S "$LB_LIB/secret-proxy.py" check "$secrets_in") || exit "$?" # 2: a bad one
 	if ((secrets_count > 0)); then
 		if [[ -d $(env_dir "$name") ]]; then net=$(env_network "$name"); else net=${network:-isolated}; fi
 		[[ $net == isolated ]] || bad "secrets need --network isolated (env $name has network $net)"
