@@ -125,17 +125,28 @@ secrets_start() {
 	fi
 }
 
+# secrets_running NAME: whether the env's secrets proxy runs (sets SECRETS_PID)
+secrets_running() {
+	local file start stat f
+	SECRETS_PID=""
+	file=$(secrets_pidfile "$1")
+	[[ -r $file ]] || return 1
+	read -r SECRETS_PID start <"$file" || true
+	[[ $SECRETS_PID =~ ^[0-9]+$ ]] || return 1
+	read -r stat 2>/dev/null <"/proc/$SECRETS_PID/stat" || return 1
+	read -r -a f <<<"${stat##*) }"
+	[[ ${f[19]} == "$start" && ${f[0]} != [ZXx] ]]
+}
+
 # secrets_stop NAME: end the env's secrets proxy, if it runs (it ends with the holder too)
 secrets_stop() {
-	local file pid start stat f tries
-	file=$(secrets_pidfile "$1")
-	[[ -r $file ]] || return 0
-	read -r pid start <"$file" || true
-	rm -f "$file"
-	[[ $pid =~ ^[0-9]+$ ]] || return 0
-	read -r stat 2>/dev/null <"/proc/$pid/stat" || return 0
-	read -r -a f <<<"${stat##*) }"
-	[[ ${f[19]} == "$start" ]] || return 0
+	local pid stat tries
+	secrets_running "$1" || {
+		rm -f "$(secrets_pidfile "$1")"
+		return 0
+	}
+	pid=$SECRETS_PID
+	rm -f "$(secrets_pidfile "$1")"
 	kill -KILL "$pid" 2>/dev/null || true
 	for ((tries = 0; tries < 500; tries++)); do
 		read -r stat 2>/dev/null <"/proc/$pid/stat" || break
@@ -150,7 +161,10 @@ secrets_apply() {
 	local name=$1 in=$2 dir
 	dir=$(env_dir "$name")
 	if [[ -s $in ]]; then
-		cmp -s "$in" "$dir/secrets" && return 0
+		# the same set: nothing to do, unless the env runs without its proxy (it failed or was killed)
+		if cmp -s "$in" "$dir/secrets" && { secrets_running "$name" || ! holder_alive "$name"; }; then
+			return 0
+		fi
 		mv -f "$in.env" "$dir/secrets.env"
 		mv -f "$in" "$dir/secrets"
 	else

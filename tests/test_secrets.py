@@ -201,6 +201,12 @@ def test_a_rotated_value_and_a_revoked_grant_reach_a_running_env(guest: Guest, s
     assert lb(guest, env, f"create {project}").returncode == 0
     assert in_env(guest, name, project, fetch).stdout == "ok /x\n"
     assert [headers(r, "x-api-key") for r in got(guest)] == [["first"], ["second"]]
+    # a proxy that died (killed here) comes back at the next create, the set unchanged
+    guest.sh(f"read -r pid _ </run/llima-box/roots/{name}.secret-proxy && kill -9 $pid")
+    assert in_env(guest, name, project, fetch).returncode != 0  # no proxy: closed, not around it
+    assert lb(guest, env, f"create {project}").returncode == 0
+    assert in_env(guest, name, project, fetch).stdout == "ok /x\n"
+    assert [headers(r, "x-api-key") for r in got(guest)] == [["second"]]
     # granted elsewhere only: the env keeps no secret, no proxy, no proxy variables
     guest.run(["sh", "-c", f"cat >{home}/.config/llima-box/config.toml"], user="alice",
               input=CONFIG.format(project="/Users/alice/elsewhere")).check_returncode()
