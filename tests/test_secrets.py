@@ -36,7 +36,8 @@ server = http.server.ThreadingHTTPServer(("127.0.0.1", 443), Handler)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(sys.argv[1], sys.argv[2])
 server.socket = ctx.wrap_socket(server.socket, server_side=True)
-print("ready", flush=True)
+import os
+print("ready", os.getpid(), flush=True)
 server.serve_forever()
 """
 SETUP = f"""set -e
@@ -68,10 +69,15 @@ def server(guest: Guest) -> t.Iterator[None]:
     assert r.returncode == 0, r.stderr
     proc = subprocess.Popen(guest.argv(["python3", "-c", SERVER, f"{WORK}/leaf.crt", f"{WORK}/leaf.key",
                                         f"{WORK}/got"]), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    pid = ""
     try:
-        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        assert proc.stdout is not None
+        ready, _, pid = proc.stdout.readline().decode().strip().partition(" ")
+        assert ready == "ready" and pid.isdigit()
         yield
     finally:
+        if pid.isdigit():
+            guest.run(["kill", pid])  # in the guest's PID namespace: nsenter's child, not nsenter
         proc.kill()
         proc.wait()
         if proc.stdout is not None:
@@ -356,3 +362,28 @@ def test_the_proxy_rewrites_the_head_of_a_secret_host() -> None:
                                               {"header": "Authorization", "prefix": "Bearer ", "value": "tok"}])
     assert out == (b"POST /v1/messages?x=1 HTTP/1.1\r\nContent-Length: 2\r\nHost: secret.test\r\nx-api-key: real\r\n"
                    b"Authorization: Bearer tok\r\nConnection: close\r\n\r\n")
+
+
+def test_without_an_allow_list_the_proxy_reaches_the_secret_host_from_the_envs_namespace(
+        guest: Guest, server, env_name, project) -> None:
+    """The way out of an env without an allow-list, shown with a secret host the env itself serves: secret.test is
+    127.0.0.1, which from the env's namespace is the env's own loopback (port 443 opened to it for the test)."""
+    value = "sk-own-" + secrets.token_hex(8)
+    r = guest.guest_script("create", env_name, project, "--secrets-from-stdin",
+                           input=json.dumps({**LINE, "value": value}) + "\n")
+    assert r.returncode == 0, r.stderr
+    try:
+        r = guest.sh(f"cp {WORK}/leaf.crt {WORK}/leaf.key {project}/ && "
+                     f"chown alice {project}/leaf.crt {project}/leaf.key && "
+                     f"nsenter --net=/run/llima-box-net/{env_name}.net "
+                     "sysctl -qw net.ipv4.ip_unprivileged_port_start=443")
+        assert r.returncode == 0, r.stderr
+        script = (f"python3 -c \"$1\" {project}/leaf.crt {project}/leaf.key /tmp/got >/dev/null & "
+                  "for i in $(seq 100); do curl -s -o /dev/null --noproxy '*' -k https://127.0.0.1/ && break; "
+                  "sleep 0.1; done; : >/tmp/got; curl -sS --fail https://secret.test/own; cat /tmp/got; kill $!")
+        r = guest.enter(env_name, project, "sh", "-c", script, "sh", SERVER)
+        assert r.stdout.startswith("ok /own\n"), r
+        (request,) = [json.loads(line) for line in r.stdout.splitlines()[1:]]
+        assert headers(request, "x-api-key") == [value]
+    finally:
+        guest.guest_script("delete", env_name)
