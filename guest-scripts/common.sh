@@ -285,6 +285,10 @@ make_env() {
 	[[ -z ${LB_ALLOW:-} ]] || printf '%s' "$LB_ALLOW" >"$dir.new/allow" # create's --allow, a line each
 	[[ -z ${LB_IDLE:-} ]] || printf '%s\n' "$LB_IDLE" >"$dir.new/idle_stop" # create's --idle-stop (lib/idle-stop.sh)
 	[[ -z ${LB_SHARES:-} ]] || printf '%s' "$LB_SHARES" >"$dir.new/shares" # create's --share (lib/shares.sh)
+	if [[ -n ${LB_SECRETS_IN:-} && -s ${LB_SECRETS_IN:-} ]]; then # create --secrets-from-stdin (lib/secret-proxy.py)
+		mv -f "$LB_SECRETS_IN" "$dir.new/secrets"
+		mv -f "$LB_SECRETS_IN.env" "$dir.new/secrets.env"
+	fi
 	printf '%s\n' "$owner" >"$dir.new/owner"
 	date -u +%Y-%m-%dT%H:%M:%SZ >"$dir.new/created"
 	account_whole "$name" || remove_account "$name"

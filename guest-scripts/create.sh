@@ -1,7 +1,7 @@
 #!/bin/bash
 # create NAME PROJECT [--owner ACCOUNT] [--network isolated|offline|shared] [--publish INSIDE[:OUTSIDE]]...
 #        [--allow HOST]... [--home SIZE] [--memory SIZE] [--pids N] [--cpus N] [--idle-stop SECONDS]
-#        [--share SRC:DST:ro|rw]... [--try-share SRC:DST:ro|rw]... [--unshare DST]...:
+#        [--share SRC:DST:ro|rw]... [--try-share SRC:DST:ro|rw]... [--unshare DST]... [--secrets-from-stdin]:
 # make the env (user, home, namespaces); idempotent. PROJECT must belong to the caller (sudo's
 # SUDO_UID); a root caller may name the account. Fixed when the env is made: --network (lib/network.sh;
 # default isolated), --publish (an isolated env's port INSIDE always on the guest's OUTSIDE, default the
@@ -11,6 +11,8 @@
 # --idle-stop (stop the env once no process of its user has run for SECONDS, lib/idle-stop.sh; 0: never).
 # --share adds (or, at the same DST, replaces) a share and --unshare removes one (lib/shares.sh): kept in the
 # env, mounted at once in a running env; --try-share (the host's defaults) is left out where --share is refused.
+# --secrets-from-stdin: the env's whole set of secrets, JSON lines on stdin (never argv; lib/secret-proxy.py
+# checks them), replaces what it had; a running env's secrets proxy restarts with them. Needs --network isolated.
 set -euo pipefail
 # shellcheck source=common.sh
 source /usr/local/libexec/llima-box/lib/common.sh
@@ -23,14 +25,19 @@ source "$LB_LIB/shares.sh"
 need_root
 usage="usage: create NAME PROJECT [--owner ACCOUNT] [--network isolated|offline|shared] [--publish INSIDE[:OUTSIDE]]... \
 [--allow HOST]... [--home SIZE] [--memory SIZE] [--pids N] [--cpus N] [--idle-stop SECONDS] [--share SRC:DST:ro|rw]... \
-[--try-share SRC:DST:ro|rw]... [--unshare DST]..."
+[--try-share SRC:DST:ro|rw]... [--unshare DST]... [--secrets-from-stdin]"
 (($# >= 2)) || bad "$usage"
 name=$1 project=$2 owner="" network="" publish="" home_size="" allow="" idle="" shares="" unshare=$'\n'
-specs=() tries=()
+specs=() tries=() secrets_in=""
 shift 2
 limits=()
 port_number() { [[ $1 =~ ^[1-9][0-9]{0,4}$ ]] && (($1 <= 65535)); }
 while (($#)); do
+	if [[ $1 == --secrets-from-stdin ]]; then
+		secrets_in=1
+		shift
+		continue
+	fi
 	(($# >= 2)) || bad "$1 needs a value"
 	case $1 in
 	--owner) owner=$2 ;;
@@ -58,6 +65,7 @@ while (($#)); do
 			bad "--publish takes INSIDE or INSIDE:OUTSIDE, ports from 1 to 65535, not '$2'"
 		fi
 		[[ $'\n'$publish != *$'\n'"$inside":* ]] || bad "--publish names port $inside twice"
+		[[ $inside != 3129 ]] || bad "--publish: port 3129 of an env is its secrets proxy's"
 		publish+="$inside:$outside"$'\n'
 		;;
 	*) limits+=("$1" "$2") ;;
@@ -86,6 +94,18 @@ done
 [[ -z $publish || ${network:-isolated} == isolated ]] || bad "--publish needs --network isolated"
 [[ -z $allow || ${network:-isolated} == isolated ]] || bad "--allow needs --network isolated"
 share_lines_check "$shares"
+secrets_count=0
+if [[ -n $secrets_in ]]; then # checked into a root-only file now: nothing of the env changes when they do not pass
+	secrets_in=$LB_RUN/roots/$name.secrets.in
+	trap 'rm -f "$secrets_in" "$secrets_in.env" "$secrets_in.new" "$secrets_in.env.new"' EXIT
+	secrets_count=$(python3 -I -S "$LB_LIB/secret-proxy.py" check "$secrets_in") || exit "$?" # 2: a bad one
+	if ((secrets_count > 0)); then
+		if [[ -d $(env_dir "$name") ]]; then net=$(env_network "$name"); else net=${network:-isolated}; fi
+		[[ $net == isolated ]] || bad "secrets need --network isolated (env $name has network $net)"
+		[[ -r /etc/llima-box/secrets-ca/ca.key ]] ||
+			fail "the guest has no secrets CA (openssl missing?): provision the guest again (llima-box vm provision)"
+	fi
+fi
 export LB_NETWORK=$network LB_PUBLISH=$publish LB_HOME_SIZE=$home_size LB_ALLOW=$allow LB_IDLE=$idle LB_SHARES=$shares # a new env is made with them
 if [[ -n $LIMIT_MEMORY$LIMIT_PIDS$LIMIT_CPUS ]]; then
 	export LB_LIMITS="${LIMIT_MEMORY:-0} ${LIMIT_PIDS:-0} ${LIMIT_CPUS:-0}" # a new env starts with them
@@ -110,6 +130,8 @@ if [[ -d $(env_dir "$name") ]]; then
 	fi
 	[[ -z $idle ]] || printf '%s\n' "$idle" >"$(env_dir "$name")/idle_stop"
 	[[ -z $shares && $unshare == $'\n' ]] || with_lock "$name" change_shares "$name" "$shares" "$unshare"
+	[[ -z $secrets_in ]] || with_lock "$name" secrets_apply "$name" "$secrets_in"
 	exit 0
 fi
+[[ -z $secrets_in ]] || export LB_SECRETS_IN=$secrets_in # make_env takes it in (a path, never a value)
 ensure_env "$name" "$project"

@@ -157,6 +157,15 @@ if [[ -e $LB_STATE/envs/$name/allow ]]; then # egress only through its filtering
 	extra+=(http_proxy=http://127.0.0.1:3128 https_proxy=http://127.0.0.1:3128 HTTP_PROXY=http://127.0.0.1:3128
 		HTTPS_PROXY=http://127.0.0.1:3128 "no_proxy=localhost,127.0.0.1,::1" "NO_PROXY=localhost,127.0.0.1,::1")
 fi
+if [[ -e $LB_STATE/envs/$name/secrets.env ]]; then # its secrets proxy (lib/secret-proxy.py): placeholders only
+	while read -r var; do
+		[[ $var =~ ^[A-Z_][A-Z0-9_]*$ ]] && extra+=("$var=llima-box-secret-placeholder")
+	done <"$LB_STATE/envs/$name/secrets.env"
+	bundle=/etc/llima-box/secrets-ca/bundle.pem
+	extra+=(https_proxy=http://127.0.0.1:3129 HTTPS_PROXY=http://127.0.0.1:3129 "no_proxy=localhost,127.0.0.1,::1"
+		"NO_PROXY=localhost,127.0.0.1,::1" "SSL_CERT_FILE=$bundle" "REQUESTS_CA_BUNDLE=$bundle" "CURL_CA_BUNDLE=$bundle"
+		"GIT_SSL_CAINFO=$bundle" NODE_EXTRA_CA_CERTS=/etc/llima-box/secrets-ca/ca.crt)
+fi
 unset "${!PERL@}" # perl runs as root here: nothing of the caller's may reach it (PERL5OPT, PERL5LIB)
 # Per-env user installs go to the env's home, the one place of the system it may write: ~/.local/bin comes
 # first on PATH, `npm install -g` uses the prefix ~/.local (the home's ~/.npmrc, from make_env: a variable

@@ -167,6 +167,23 @@ def project_gone(project):
     return not os.path.lexists(project) and os.path.isdir(os.path.dirname(project))
 
 
+def secrets(path):
+    """[{"name", "hosts", "env"}] of the env's secrets (lib/secret-proxy.py): never a value."""
+    rows = []
+    try:
+        with open(f"{path}/secrets", errors="replace") as f:
+            lines = f.read(1024 * 1024).splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            s = json.loads(line)
+            rows.append({"name": s["name"], "hosts": s["hosts"], "env": s["env"]})
+        except (ValueError, KeyError, TypeError):
+            continue
+    return rows
+
+
 def main(state, run, only=""):
     known = uids()
     lines = []
@@ -191,6 +208,7 @@ def main(state, run, only=""):
         row["limits"]["home"] = home_size(state, name)
         row["ports"] = ports(path, run, name, row["alive"]) if row["network"] == "isolated" else []
         row["shares"] = shares(path, run, name, row["alive"])
+        row["secrets"] = secrets(path)
         allow = text(f"{path}/allow").split()
         if allow:
             row["allow"], row["refused"] = allow, refused(name)

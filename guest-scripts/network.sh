@@ -8,6 +8,9 @@
 #             (envs/NAME/allow, `create --allow HOST`) there is no pasta: the env's only way out is its
 #             own 127.0.0.1:3128, which ports.py relays to a tinyproxy of the env's (as the network account)
 #             that lets through only the hosts allowed and logs what it refuses
+#             An isolated env with secrets (envs/NAME/secrets, `create --secrets-from-stdin`) has on its own
+#             127.0.0.1:3129 its secrets proxy (lib/secret-proxy.py, started by root here, running as the
+#             network account), which puts each secret into the requests to its hosts
 #   offline   a network namespace of its own, loopback only
 #   shared    the guest's network namespace (an env made before network modes existed)
 
@@ -96,6 +99,82 @@ net_start() {
 		LB_ERR="could not connect the network of env $name: $(tail -n 1 "$log")"
 		return 1
 	fi
+	secrets_start "$name" "$pid" "$start" "$cgroup"
+}
+
+secrets_pidfile() { printf '%s/roots/%s.secret-proxy' "$LB_RUN" "$1"; }
+
+# secrets_start NAME PID START CGROUP: start the env's secrets proxy (lib/secret-proxy.py) when it has
+# secrets; its upstream is the env's filtering proxy when it has one. 1 with LB_ERR set when it does not start.
+secrets_start() {
+	local name=$1 pid=$2 start=$3 cgroup=$4 port="" ready log=$LB_RUN/$1.log
+	[[ -s $(env_dir "$name")/secrets ]] || return 0
+	if [[ -r $LB_NET_DIR/$name.proxy/conf ]]; then
+		port=$(sed -n 's/^Port \([0-9][0-9]*\)$/\1/p' "$LB_NET_DIR/$name.proxy/conf")
+	fi
+	rm -rf "$LB_RUN/roots/$name.certs"
+	ready=$(
+		[[ -z $cgroup ]] || echo "$BASHPID" >"$cgroup/cgroup.procs"
+		setsid python3 -I -S "$LB_LIB/secret-proxy.py" run "$name" "$pid" "$start" "$(env_dir "$name")/secrets" \
+			"$LB_RUN/roots/$name.certs" "$LB_NET_ACCOUNT" "$(secrets_pidfile "$name")" ${port:+"$port"} \
+			</dev/null 2>>"$log" 9>&- &
+	)
+	if [[ $ready != ready ]]; then
+		LB_ERR="could not start the secrets proxy of env $name: $(tail -n 1 "$log")"
+		return 1
+	fi
+}
+
+# secrets_running NAME: whether the env's secrets proxy runs (sets SECRETS_PID)
+secrets_running() {
+	local file start stat f
+	SECRETS_PID=""
+	file=$(secrets_pidfile "$1")
+	[[ -r $file ]] || return 1
+	read -r SECRETS_PID start <"$file" || true
+	[[ $SECRETS_PID =~ ^[0-9]+$ ]] || return 1
+	read -r stat 2>/dev/null <"/proc/$SECRETS_PID/stat" || return 1
+	read -r -a f <<<"${stat##*) }"
+	[[ ${f[19]} == "$start" && ${f[0]} != [ZXx] ]]
+}
+
+# secrets_stop NAME: end the env's secrets proxy, if it runs (it ends with the holder too)
+secrets_stop() {
+	local pid stat tries
+	secrets_running "$1" || {
+		rm -f "$(secrets_pidfile "$1")"
+		return 0
+	}
+	pid=$SECRETS_PID
+	rm -f "$(secrets_pidfile "$1")"
+	kill -KILL "$pid" 2>/dev/null || true
+	for ((tries = 0; tries < 500; tries++)); do
+		read -r stat 2>/dev/null <"/proc/$pid/stat" || break
+		[[ ${stat##*) } == Z* ]] && break
+		sleep 0.01
+	done
+}
+
+# secrets_apply NAME FILE: make FILE (lib/secret-proxy.py check's) the env's secrets, under its lock; a
+# running env's secrets proxy restarts with them
+secrets_apply() {
+	local name=$1 in=$2 dir
+	dir=$(env_dir "$name")
+	if [[ -s $in ]]; then
+		# the same set: nothing to do, unless the env runs without its proxy (it failed or was killed)
+		if cmp -s "$in" "$dir/secrets" && { secrets_running "$name" || ! holder_alive "$name"; }; then
+			return 0
+		fi
+		mv -f "$in.env" "$dir/secrets.env"
+		mv -f "$in" "$dir/secrets"
+	else
+		[[ -e $dir/secrets || -e $dir/secrets.env ]] || return 0
+		rm -f "$dir/secrets" "$dir/secrets.env"
+	fi
+	secrets_stop "$name"
+	holder_alive "$name" || return 0
+	[[ $(env_network "$name") == isolated ]] || return 0
+	secrets_start "$name" "$HOLDER_PID" "$HOLDER_START" "$(cgroup_of "$HOLDER_PID")" || fail "$LB_ERR"
 }
 
 # proxy_prepare NAME: write the config and filter of the env's tinyproxy under LB_NET_DIR/NAME.proxy
@@ -147,4 +226,6 @@ net_drop() {
 	done
 	rm -f "$(ports_file "$1")"
 	rm -rf "$LB_NET_DIR/$1.proxy"
+	secrets_stop "$1"
+	rm -rf "$LB_RUN/roots/$1.certs"
 }

@@ -9,7 +9,8 @@ guest's loopback listeners to the host's). INSIDE:OUTSIDE pins one (create --pub
 whether or not anything listens yet. STATE gets a line "INSIDE PUBLISHED" per published port
 ("-" for a pinned port that was taken); `list` reads it. egress:PROXY_PORT (an env with an allow-list)
 listens on the env's own 127.0.0.1:3128 and relays each connection to its filtering proxy on the guest's
-PROXY_PORT. Prints "ready" once that holds.
+PROXY_PORT. Port 3129, where an env with secrets has its secrets proxy (lib/secret-proxy.py), is never
+published. Prints "ready" once that holds.
 
 It starts as root only to open what it needs: a pidfd of the holder (it ends with the holder), the
 state file, the pinned ports, and one thread in the env's network namespace, which makes every socket
@@ -30,6 +31,7 @@ import time
 CLONE_NEWNET, PR_SET_NO_NEW_PRIVS = 0x40000000, 38
 SCAN_SECONDS = 1.0
 EGRESS_PORT = 3128  # an env with an allow-list reaches its proxy here, on its own loopback
+SECRETS_PORT = 3129  # an env's secrets proxy (lib/secret-proxy.py): the env's alone, never published
 MAX_PUBLISHED = 128  # an env listening on thousands of ports takes no more of the guest's
 CHUNK = 256 * 1024
 LISTEN = "0A"
@@ -186,8 +188,8 @@ class Relay:
     def scan(self):
         self.found = self.inside.run(listeners)
         for port in sorted(self.found):
-            if port == EGRESS_PORT and self.egress_on:
-                continue  # its own listener in the env, not the env's
+            if (port == EGRESS_PORT and self.egress_on) or port == SECRETS_PORT:
+                continue  # its own listener in the env, or the secrets proxy's: not the env's
             self.missing.pop(port, None)
             if port not in self.published and len(self.published) < MAX_PUBLISHED:
                 self.publish(port)
@@ -357,7 +359,7 @@ def main(pid, start, account, state, *pins):
             proxy = int(spec.partition(":")[2])
             continue
         inside, outside = (int(x) for x in spec.split(":"))
-        if not (0 < inside < 65536 and 0 < outside < 65536):
+        if not (0 < inside < 65536 and 0 < outside < 65536) or inside == SECRETS_PORT:
             raise ValueError(f"bad port pair {spec}")
         pinned.append((inside, outside))
     state_fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)

@@ -118,7 +118,8 @@ def run(found: Agent, path: str | None, args: t.Sequence[str], *, config: Config
         else:  # the agent's config is on this machine, not the remote guest's
             added = api.share_args(backend, config, target.project)
         options = [] if target.known else api.config_options(config)
-        backend.check_verb("create", target.name, target.project, *options, *added, notes=True)
+        flag, secrets = api.secret_input(config, target.project, always=True)
+        backend.check_verb("create", target.name, target.project, *options, *added, *flag, notes=True, input=secrets)
         if config.agent_install == "guest" and found.package and not _installed(backend, target, found.command):
             print(f"llima-box: installing {found.command} in the guest, for every env: npm install -g "
                   f"{found.package}", file=sys.stderr)

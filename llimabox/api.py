@@ -279,10 +279,11 @@ def shell(
 
 def prepare_new(backend: Backend, config: Config, target: ShellTarget) -> None:
     """Before the first command in an env the state database does not know: make it with the config's network,
-    limits and shares (one round trip, once), when the config has any; else ``enter`` makes it."""
+    limits, shares and secrets (one round trip, once), when the config has any; else ``enter`` makes it."""
     options = [*config_options(config), *share_args(backend, config, target.project)]
-    if options:
-        backend.check_verb("create", target.name, target.project, *options, notes=True)
+    flag, secrets = secret_input(config, target.project)
+    if options or flag:
+        backend.check_verb("create", target.name, target.project, *options, *flag, notes=True, input=secrets)
 
 
 def run_in_env(
@@ -376,6 +377,23 @@ def share_args(backend: Backend, config: Config | None, project: str, given: t.S
     return args
 
 
+def secret_input(config: Config | None, project: str, environ: t.Mapping[str, str] = os.environ,
+                 always: bool = False) -> tuple[list[str], bytes | None]:
+    """The guest ``create``'s ``--secrets-from-stdin`` and its stdin: the secrets ``config`` grants to the env of
+    ``project`` as JSON lines (an empty set clears the env's). Nothing when the config has no secrets (unless
+    ``always``: an explicit ``create`` clears what an env kept). The values go on stdin, never in argv."""
+    import json
+
+    from llimabox.config import granted_secrets, secret_value
+
+    if config is None or not (config.secrets or always):
+        return [], None
+    lines = [json.dumps({"name": s.name, "hosts": list(s.hosts), "header": s.header, "prefix": s.prefix,
+                         "value": secret_value(s, environ), "env": s.env}) + "\n"
+             for s in granted_secrets(config, project)]
+    return ["--secrets-from-stdin"], "".join(lines).encode()
+
+
 def config_options(config: Config) -> list[str]:
     allow = (config.env_allow or "").replace(",", " ").split()
     return create_options(config.env_network, config.env_memory, config.env_pids, config.env_cpus,
@@ -433,6 +451,7 @@ def create_in(backend: Backend, path: str | os.PathLike[str], options: t.Sequenc
     of ``config`` and ``shares`` are added and the targets ``unshare`` removed in either case."""
     project = _project(backend, path)
     added = share_args(backend, config, project, shares) + [a for dst in unshare for a in ("--unshare", dst)]
+    flag, secrets = secret_input(config, project, always=config is not None)
     name = names.env_name(project)
     version = _ensure_current(backend)
     store = _open_store()
@@ -441,7 +460,7 @@ def create_in(backend: Backend, path: str | os.PathLike[str], options: t.Sequenc
         with store.changing_envs():
             if not options and new_options and store.get(name) is None:
                 options = new_options
-            backend.check_verb("create", name, project, *options, *added, notes=True)
+            backend.check_verb("create", name, project, *options, *added, *flag, notes=True, input=secrets)
             _upsert(store, backend, name, project, version)
     finally:
         store.close()
@@ -485,6 +504,7 @@ def _reconcile(backend: Backend, live: list[guest.GuestEnv], records: t.Sequence
                 "ports": env.ports if env is not None else None,
                 "shares": env.shares if env is not None else None,
                 **({"allow": env.allow, "refused": env.refused} if env is not None and env.allow else {}),
+                **({"secrets": env.secrets} if env is not None and env.secrets else {}),
                 "project_gone": env.project_gone if env is not None else False,
             }
         )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing as t
 
 from llimabox import paths
 from llimabox.errors import InvalidInput
 
-__all__ = ["Config", "FIELDS", "load_config", "project_shares"]
+__all__ = ["Config", "FIELDS", "Secret", "granted_secrets", "load_config", "project_shares"]
 
 # key, type, default, description (README's configuration table is this table)
 FIELDS: list[tuple[str, type, object, str]] = [
@@ -77,6 +78,22 @@ FIELDS: list[tuple[str, type, object, str]] = [
 
 
 @dataclasses.dataclass(frozen=True)
+class Secret:
+    """A ``[secrets.NAME]`` table: where the value comes from (never the config file), the hosts it is
+    sent to, how (a header, with a prefix such as ``Bearer ``), the variable the env gets (set to a
+    placeholder) and the projects it is granted to (``*``: every env)."""
+
+    name: str
+    hosts: tuple[str, ...]
+    header: str
+    prefix: str
+    env: str
+    projects: tuple[str, ...]
+    from_env: str | None = None
+    from_file: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The effective configuration."""
 
@@ -100,6 +117,7 @@ class Config:
     vm_setup: str | None = None
     projects: tuple[tuple[str, tuple[str, ...]], ...] = ()
     agents: tuple[tuple[str, tuple[tuple[str, t.Any], ...]], ...] = ()
+    secrets: tuple[Secret, ...] = ()
     vm_name: str = "llima-box"
     lima_config: str | None = None
     sudo: bool = True
@@ -179,10 +197,11 @@ def _from_file(path: os.PathLike[str]) -> dict[str, object]:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise InvalidInput(f"{path}: {e}") from None
-    projects, agents = data.pop("projects", {}), data.pop("agents", {})
+    projects, agents, secrets = data.pop("projects", {}), data.pop("agents", {}), data.pop("secrets", {})
     for key in data:
         if key not in _TYPES:
-            raise InvalidInput(f"{path}: unknown key {key!r} (known: {', '.join(_TYPES)}, projects, agents)")
+            raise InvalidInput(f"{path}: unknown key {key!r} (known: {', '.join(_TYPES)}, projects, agents, "
+                               "secrets)")
     for key, value in data.items():
         if _TYPES[key] is list and not isinstance(value, list):  # a string is a list only in a variable
             raise InvalidInput(f"{path}: {key} must be a list of strings, not {value!r}")
@@ -191,7 +210,98 @@ def _from_file(path: os.PathLike[str]) -> dict[str, object]:
         values["projects"] = _projects(projects, str(path))
     if agents:
         values["agents"] = _agents(agents, str(path))
+    if secrets:
+        values["secrets"] = _secrets(secrets, str(path))
     return values
+
+
+_HOST = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
+_HEADER = re.compile(r"([A-Za-z0-9-]+)(?::[ ]?([\x21-\x7e]+(?: [\x21-\x7e]+)*))?")
+_VARIABLE = re.compile(r"[A-Z_][A-Z0-9_]*")
+_SECRET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_SECRET_KEYS = {"hosts", "header", "from_env", "from_file", "env", "projects"}
+#: headers that frame or route a request: a secret may not be sent as one
+_FRAMING = {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "keep-alive",
+            "proxy-connection", "expect"}
+#: variables the guest's enter sets itself: a secret's placeholder may not take their place
+_RESERVED = re.compile(r"HOME|USER|LOGNAME|SHELL|PATH|TERM|LANG|COLORTERM|LC_.*|NPM_CONFIG_PREFIX"
+                       r"|PIP_BREAK_SYSTEM_PACKAGES"
+                       r"|(?i:https?_proxy|no_proxy)|SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE"
+                       r"|NODE_EXTRA_CA_CERTS|NODE_OPTIONS|GIT_SSL_CAINFO|GIT_.*|SSH_AUTH_SOCK|LD_.*|PYTHON.*|PERL.*"
+                       r"|BASH_ENV|ENV")
+
+
+def _secrets(tables: object, where: str) -> tuple[Secret, ...]:
+    """``[secrets.NAME]`` tables (see :class:`Secret`)."""
+    if not isinstance(tables, dict):
+        raise InvalidInput(f"{where}: secrets must be a table of [secrets.NAME] tables")
+    out = []
+    for name, table in tables.items():
+        lead = f"{where}: [secrets.{name}]"
+        if not _SECRET_NAME.fullmatch(str(name)):
+            raise InvalidInput(f"{lead}: a secret's name is letters, digits, '_', '.' or '-'")
+        if not isinstance(table, dict):
+            raise InvalidInput(f"{lead} must be a table")
+        if "value" in table:
+            raise InvalidInput(f"{lead}: a value never goes in the config file: use from_env or from_file")
+        unknown = set(table) - _SECRET_KEYS
+        if unknown:
+            raise InvalidInput(f"{lead}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_SECRET_KEYS))})")
+        for key in ("hosts", "projects"):
+            value = table.get(key)
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+                raise InvalidInput(f"{lead}: {key} must be a non-empty list of strings")
+        for key in ("header", "env", "from_env", "from_file"):
+            if key in table and not isinstance(table[key], str):
+                raise InvalidInput(f"{lead}: {key} must be a string")
+        for host in table["hosts"]:
+            if not (_HOST.fullmatch(host) and len(host) <= 253):
+                raise InvalidInput(f"{lead}: hosts takes host names such as api.example.com (lowercase, exact), "
+                                   f"not {host!r}")
+        header = _HEADER.fullmatch(table.get("header", ""))
+        if header is None or header.group(1).lower() in _FRAMING:
+            raise InvalidInput(f"{lead}: header is a header name, optionally with a prefix (\"x-api-key\", "
+                               f"\"Authorization: Bearer\"), not {table.get('header')!r}")
+        prefix = f"{header.group(2)} " if header.group(2) else ""
+        env = table.get("env", "")
+        if not _VARIABLE.fullmatch(env) or _RESERVED.fullmatch(env):
+            raise InvalidInput(f"{lead}: env is the variable the env gets (such as ANTHROPIC_API_KEY; not one "
+                               f"llima-box sets itself), not {env!r}")
+        if ("from_env" in table) == ("from_file" in table):
+            raise InvalidInput(f"{lead}: give exactly one of from_env (a variable of yours) or from_file (a file "
+                               f"of yours)")
+        if "from_env" in table and not _VARIABLE.fullmatch(table["from_env"]):
+            raise InvalidInput(f"{lead}: from_env is a variable name, not {table['from_env']!r}")
+        projects = tuple("*" if p == "*" else os.path.normpath(os.path.expanduser(p)) for p in table["projects"])
+        out.append(Secret(str(name), tuple(table["hosts"]), header.group(1), prefix, env, projects,
+                          table.get("from_env"), table.get("from_file")))
+    return tuple(out)
+
+
+def secret_value(secret: Secret, environ: t.Mapping[str, str] = os.environ) -> str:
+    """The value of ``secret``: its variable's, or its file's first line (checked printable, at most 8 KiB)."""
+    lead = f"secret {secret.name}"
+    if secret.from_env is not None:
+        value = environ.get(secret.from_env)
+        if value is None:
+            raise InvalidInput(f"{lead}: the variable {secret.from_env} is not set")
+    else:
+        path = os.path.expanduser(t.cast(str, secret.from_file))
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(16 * 1024)
+        except OSError as e:
+            raise InvalidInput(f"{lead}: cannot read {path}: {e.strerror}") from None
+        value = raw.decode("ascii", "replace").split("\n", 1)[0].removesuffix("\r")
+    if not value or len(value) > 8192 or not all(" " <= c <= "~" for c in value):
+        raise InvalidInput(f"{lead}: the value must be printable ASCII on one line, at most 8 KiB")
+    return value
+
+
+def granted_secrets(config: Config, project: str) -> list[Secret]:
+    """The secrets ``config`` grants to the env of ``project`` (``projects = ["*"]``: every env's)."""
+    real = os.path.realpath(project)
+    return [s for s in config.secrets if "*" in s.projects or any(os.path.realpath(p) == real for p in s.projects)]
 
 
 _AGENT_KEYS = {"command": str, "package": str, "shares": list, "env": list}

@@ -68,6 +68,7 @@ class GuestEnv:
     refused: list[dict[str, t.Any]] | None = None
     project_gone: bool = False
     shares: list[dict[str, t.Any]] | None = None
+    secrets: list[dict[str, t.Any]] | None = None
 
 
 def verb_argv(verb: str, *args: str, sudo: bool) -> list[str]:
@@ -145,6 +146,8 @@ def parse_list(stdout: bytes) -> list[GuestEnv]:
                     if isinstance(obj.get("refused"), list) else None,
                     project_gone=obj.get("project_gone") is True,
                     shares=[_share(s) for s in obj["shares"]] if isinstance(obj.get("shares"), list) else None,
+                    secrets=[{"name": str(s["name"]), "hosts": [str(h) for h in s["hosts"]], "env": str(s["env"])}
+                             for s in obj["secrets"]] if isinstance(obj.get("secrets"), list) else None,
                 )
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

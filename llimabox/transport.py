@@ -379,6 +379,9 @@ class _Pump:
             data = stdin.read()
             self.pending = data if isinstance(data, bytes) else data.encode()
             self.stdin_fd = None
+            if not self.pending:  # nothing to send: EOF now (the loop would wait for the remote side first)
+                self.chan.shutdown_write()
+                return
             self._eof_after_pending = True
             return
         self.stdin_fd = fd

@@ -95,3 +95,81 @@ def test_bad_lists_and_project_tables(tmp_path, text, message):
     (tmp_path / "config.toml").write_text(text)
     with pytest.raises(InvalidInput, match=message):
         load_config({"LLIMA_BOX_HOME": str(tmp_path)})
+
+
+SECRET = """[secrets.anthropic]
+hosts = ["api.anthropic.com"]
+header = "x-api-key"
+from_env = "MY_KEY"
+env = "ANTHROPIC_API_KEY"
+projects = ["~/work/app"]
+"""
+
+
+def test_a_secret_table_and_what_create_gets_on_stdin(tmp_path):
+    import json
+
+    from llimabox import api
+
+    (tmp_path / "config.toml").write_text(SECRET + """
+[secrets.openai]
+hosts = ["api.openai.com"]
+header = "Authorization: Bearer"
+from_file = "~/openai-key"
+env = "OPENAI_API_KEY"
+projects = ["*"]
+""")
+    (tmp_path / "openai-key").write_text("sk-file\nsecond line\n")
+    env = {"LLIMA_BOX_HOME": str(tmp_path), "HOME": str(tmp_path), "MY_KEY": "sk-env"}
+    config = load_config(env)
+    app = os.path.expanduser("~/work/app")
+    assert [s.name for s in config.secrets] == ["anthropic", "openai"]
+    assert config.secrets[0].projects == (app,)
+    old = os.environ.get("HOME")
+    os.environ["HOME"] = str(tmp_path)
+    try:
+        flag, data = api.secret_input(config, app, env)
+        assert flag == ["--secrets-from-stdin"]
+        lines = [json.loads(line) for line in data.decode().splitlines()]
+        assert lines[0] == {"name": "anthropic", "hosts": ["api.anthropic.com"], "header": "x-api-key", "prefix": "",
+                            "value": "sk-env", "env": "ANTHROPIC_API_KEY"}
+        assert (lines[1]["header"], lines[1]["prefix"], lines[1]["value"]) == ("Authorization", "Bearer ", "sk-file")
+        flag, data = api.secret_input(config, "/elsewhere", env)
+        assert [json.loads(line)["name"] for line in data.decode().splitlines()] == ["openai"]
+    finally:
+        if old is not None:
+            os.environ["HOME"] = old
+    assert api.secret_input(Config(), "/x", env) == ([], None)  # no secrets: no flag, no stdin
+    assert api.secret_input(Config(), "/x", env, always=True) == (["--secrets-from-stdin"], b"")
+
+
+@pytest.mark.parametrize("change, message", [
+    ('value = "sk"\n', "a value never goes in the config file"),
+    ('hosts = ["API.example.com"]\n', "hosts takes host names"),
+    ('hosts = []\n', "hosts must be a non-empty list"),
+    ('header = "Host"\n', "header is a header name"),
+    ('header = "x api key"\n', "header is a header name"),
+    ('env = "PATH"\n', "env is the variable the env gets"),
+    ('from_file = "~/k"\n', "exactly one of from_env"),
+    ('nope = 1\n', "unknown key 'nope'"),
+    ('projects = "*"\n', "projects must be a non-empty list"),
+])
+def test_a_bad_secret_table_is_one_line(tmp_path, change, message):
+    key = change.split(" ")[0]
+    text = "".join(line + "\n" for line in SECRET.splitlines() if not line.startswith(key + " ")) + change
+    (tmp_path / "config.toml").write_text(text)
+    with pytest.raises(InvalidInput, match=message) as e:
+        load_config({"LLIMA_BOX_HOME": str(tmp_path)})
+    assert "\n" not in str(e.value)
+
+
+def test_a_secret_value_that_is_missing_or_not_one_line_is_refused(tmp_path):
+    from llimabox import api
+
+    (tmp_path / "config.toml").write_text(SECRET.replace('["~/work/app"]', '["*"]'))
+    config = load_config({"LLIMA_BOX_HOME": str(tmp_path)})
+    with pytest.raises(InvalidInput, match="the variable MY_KEY is not set"):
+        api.secret_input(config, "/x", {})
+    with pytest.raises(InvalidInput, match="printable ASCII on one line") as e:
+        api.secret_input(config, "/x", {"MY_KEY": "sk\x1bsecret"})
+    assert "secret" not in str(e.value).replace("secret anthropic", "")

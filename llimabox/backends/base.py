@@ -36,8 +36,9 @@ class Backend(abc.ABC):
     start_on_demand: bool = False
 
     @abc.abstractmethod
-    def run_verb(self, verb: str, *args: str) -> tuple[int, bytes, bytes]:
-        """Run a management verb and return ``(exit status, stdout, stderr)``."""
+    def run_verb(self, verb: str, *args: str, input: bytes | None = None) -> tuple[int, bytes, bytes]:
+        """Run a management verb and return ``(exit status, stdout, stderr)``; ``input``: its stdin (else
+        none), for what must not be in its argv (``create --secrets-from-stdin``)."""
 
     @abc.abstractmethod
     def enter(
@@ -103,12 +104,12 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Release connections (safe to call twice)."""
 
-    def check_verb(self, verb: str, *args: str, notes: bool = False) -> bytes:
+    def check_verb(self, verb: str, *args: str, notes: bool = False, input: bytes | None = None) -> bytes:
         """Run a verb, return stdout; raise on a non-zero exit (2 → InvalidInput). ``notes``: pass the
         guest's notes of a success (its ``llima-box-guest: …`` lines on stderr) on as warnings."""
         from llimabox.errors import InvalidInput
 
-        code, out, err = self.run_verb(verb, *args)
+        code, out, err = self.run_verb(verb, *args, input=input) if input is not None else self.run_verb(verb, *args)
         if code == 2:
             raise InvalidInput(one_line(err, f"guest {verb}: bad argument"))
         if code != 0:

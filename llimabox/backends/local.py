@@ -46,10 +46,11 @@ class LocalBackend(Backend):
             return GuestNotProvisioned(f"sudo refuses the llima-box guest scripts ({one_line(err, '')}); run: {_fix()}")
         return None
 
-    def run_verb(self, verb: str, *args: str) -> tuple[int, bytes, bytes]:
+    def run_verb(self, verb: str, *args: str, input: bytes | None = None) -> tuple[int, bytes, bytes]:
         self._check_installed(verb)
         argv = guest.verb_argv(verb, *args, sudo=self.sudo)
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        stdin = {"stdin": subprocess.DEVNULL} if input is None else {"input": input}
+        proc = subprocess.run(argv, capture_output=True, check=False, **stdin)  # type: ignore[call-overload]
         refused = self._refused(proc.returncode, proc.stderr)
         if refused is not None:
             raise refused

@@ -44,8 +44,8 @@ class SSHBackend(Backend):
         why = one_line(err, "guest scripts missing")
         return GuestNotProvisioned(f"the guest cannot run the llima-box scripts ({why}); run: {self.provision_hint}")
 
-    def run_verb(self, verb: str, *args: str) -> tuple[int, bytes, bytes]:
-        code, out, err = self.conn.capture(guest.verb_argv(verb, *args, sudo=self.sudo))
+    def run_verb(self, verb: str, *args: str, input: bytes | None = None) -> tuple[int, bytes, bytes]:
+        code, out, err = self.conn.capture(guest.verb_argv(verb, *args, sudo=self.sudo), stdin=input or b"")
         if guest.is_sudo_refusal(code, err):
             raise self._not_provisioned(err)
         return code, out, err

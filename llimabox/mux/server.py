@@ -183,6 +183,8 @@ class _Handler(socketserver.BaseRequestHandler):
         from llimabox import api
 
         config, _env, agent, where = self._setting(msg)
+        if msg.op == "create" and config.secrets:
+            raise _Fallback("secrets: their values come from the command's own environment and files")
         if msg.op == "create":
             out = self._retrying(config, agent, lambda backend: api.create_in(
                 backend, where, (), api.config_options(config), config))
@@ -221,6 +223,8 @@ class _Handler(socketserver.BaseRequestHandler):
         config, env, agent, where = self._setting(msg)
         with self.server.state_lock:
             target = api.shell_target(self.server.backend(config, agent), where)
+        if config.secrets and not target.known:
+            raise _Fallback("a new env with secrets: the command makes it itself")
 
         use = api.Use.of(msg.cmd)
 

@@ -17,7 +17,7 @@ for verb in create enter stop delete list version; do
 	put "$src/$verb.sh" "$prefix/$verb" 0755
 done
 for lib in common.sh places.sh cgroup.sh holder.sh spawn-holder.sh agent-bind.py agent-relay.py project-mount.py tty-relay.py clear-keys.py userns.py limits.sh network.sh netns.py ports.py home.sh \
-	list-envs.py verify-env.py entry.pl idle-stop.sh shares.sh share-mount.py mountlib.py tcp-connect.py; do
+	list-envs.py verify-env.py entry.pl idle-stop.sh shares.sh share-mount.py mountlib.py tcp-connect.py secret-proxy.py; do
 	put "$src/$lib" "$prefix/lib/$lib" 0755
 done
 rm -f "$prefix/lib/idmap-mount.py" # replaced by project-mount.py in version 6
