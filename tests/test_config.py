@@ -102,7 +102,7 @@ hosts = ["api.anthropic.com"]
 header = "x-api-key"
 from_env = "MY_KEY"
 env = "ANTHROPIC_API_KEY"
-projects = ["~/work/app"]
+projects = ["~/src/app"]
 """
 
 
@@ -122,7 +122,7 @@ projects = ["*"]
     (tmp_path / "openai-key").write_text("sk-file\nsecond line\n")
     env = {"LLIMA_BOX_HOME": str(tmp_path), "HOME": str(tmp_path), "MY_KEY": "sk-env"}
     config = load_config(env)
-    app = os.path.expanduser("~/work/app")
+    app = os.path.expanduser("~/src/app")
     assert [s.name for s in config.secrets] == ["anthropic", "openai"]
     assert config.secrets[0].projects == (app,)
     old = os.environ.get("HOME")
@@ -166,7 +166,7 @@ def test_a_bad_secret_table_is_one_line(tmp_path, change, message):
 def test_a_secret_value_that_is_missing_or_not_one_line_is_refused(tmp_path):
     from llimabox import api
 
-    (tmp_path / "config.toml").write_text(SECRET.replace('["~/work/app"]', '["*"]'))
+    (tmp_path / "config.toml").write_text(SECRET.replace('["~/src/app"]', '["*"]'))
     config = load_config({"LLIMA_BOX_HOME": str(tmp_path)})
     with pytest.raises(InvalidInput, match="the variable MY_KEY is not set"):
         api.secret_input(config, "/x", {})
