@@ -259,11 +259,11 @@ def shell(
     backend = open_backend(config, overrides, accept_host_key, start=True)
     try:
         target = shell_target(backend, path if path is not None else os.getcwd())
+        given = share_args(backend, None, target.project, shares) if shares else []
         if not target.known:
-            prepare_new(backend, config, target)
-        if shares:
-            backend.check_verb("create", target.name, target.project,
-                               *share_args(backend, None, target.project, shares), notes=True)
+            prepare_new(backend, config, target, given)
+        elif given:
+            backend.check_verb("create", target.name, target.project, *given, notes=True)
         if pty is None:
             pty = _isatty(stdin, sys.stdin) and _isatty(stdout, sys.stdout)
         use = Use.of(cmd)
@@ -277,10 +277,11 @@ def shell(
         backend.close()
 
 
-def prepare_new(backend: Backend, config: Config, target: ShellTarget) -> None:
+def prepare_new(backend: Backend, config: Config, target: ShellTarget, options: t.Sequence[str] = ()) -> None:
     """Before the first command in an env the state database does not know: make it with the config's network,
-    limits, shares and secrets (one round trip, once), when the config has any; else ``enter`` makes it."""
-    options = [*config_options(config), *share_args(backend, config, target.project)]
+    limits, shares and secrets and ``options`` (one round trip, once), when there are any; else ``enter``
+    makes it."""
+    options = [*config_options(config), *share_args(backend, config, target.project), *options]
     flag, secrets = secret_input(config, target.project)
     if options or flag:
         backend.check_verb("create", target.name, target.project, *options, *flag, notes=True, input=secrets)
@@ -815,8 +816,7 @@ def provision(
         from llimabox.config import load_config
 
         config = load_config(os.environ, overrides)
-    packages = tools.check_packages(config.vm_packages)
-    setup = tools.check_setup(config.vm_setup)
+    packages, setup = tools.checked(config.vm_packages, config.vm_setup)
     backend = open_backend(config, overrides, accept_host_key, start=True)
     try:
         return backend.provision(user=user, roots=roots, group=group, packages=packages, setup=setup)

@@ -12,7 +12,7 @@ import typing as t
 
 from llimabox.errors import InvalidInput
 
-__all__ = ["PACKAGE_NAME", "check_packages", "check_setup", "installer_args"]
+__all__ = ["PACKAGE_NAME", "check_packages", "check_setup", "checked", "installer_args"]
 
 #: A Debian package name (Debian policy 5.6.1): lowercase letters, digits, ``+ - .``; two characters at least;
 #: or ``npm:NAME[@VERSION]`` (or ``npm:/PATH.tgz``, a package file in the guest), one of npm's (installed
@@ -49,6 +49,14 @@ def check_setup(path: str | None) -> str | None:
     if not os.access(full, os.R_OK):
         raise InvalidInput(f"vm_setup: cannot read {path}")
     return full
+
+
+def checked(packages: t.Iterable[str] | None, setup: str | None) -> tuple[tuple[str, ...] | None, str | None]:
+    """Both checked, as a backend's ``provision`` takes them (``None`` packages: keep the guest's record).
+
+    :raises InvalidInput: see :func:`check_packages` and :func:`check_setup`.
+    """
+    return (None if packages is None else check_packages(packages)), check_setup(setup)
 
 
 def installer_args(packages: t.Sequence[str] | None, setup: str | None) -> list[str]:

@@ -66,8 +66,7 @@ def start(
     if was is None:  # it will be created: its tools are checked first
         from llimabox import tools
 
-        tools.check_packages(config.vm_packages)
-        tools.check_setup(config.vm_setup)
+        tools.checked(config.vm_packages, config.vm_setup)
     if was is not None and was.status in ("Running", "Stopped"):  # else ensure_running says what is wrong
         _check_fixed(vm, was.vm_type, config_given)
         sizes = vm.changed_sizes()
@@ -184,8 +183,7 @@ def provision(overrides: Overrides | None = None) -> str:
     from llimabox.backends import lima_backend
 
     config = _config(overrides)
-    packages = tools.check_packages(config.vm_packages)
-    setup = tools.check_setup(config.vm_setup)
+    packages, setup = tools.checked(config.vm_packages, config.vm_setup)
     backend = lima_backend(config)
     backend.start_on_demand = True
     try:

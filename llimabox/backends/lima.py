@@ -93,8 +93,7 @@ class LimaBackend(SSHBackend):
     ) -> str:
         from llimabox import tools
 
-        packages = None if packages is None else tools.check_packages(packages)  # before the VM boots
-        setup = tools.check_setup(setup)
+        packages, setup = tools.checked(packages, setup)  # before the VM boots
         self.auto_upgrade = False
         roots = roots or _remote_conf(self).get("ROOTS") or self.vm.environ.get("HOME") or os.path.expanduser("~")
         return super().provision(user=user, roots=roots, group=group, packages=packages, setup=setup)

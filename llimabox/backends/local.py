@@ -110,8 +110,7 @@ class LocalBackend(Backend):
     ) -> str:
         from llimabox import tools
 
-        packages = None if packages is None else tools.check_packages(packages)
-        setup = tools.check_setup(setup)
+        packages, setup = tools.checked(packages, setup)
         conf = _read_conf()
         user = user or _default_user() or conf.get("USER") or None
         roots = roots or conf.get("ROOTS") or "/home"

@@ -95,8 +95,7 @@ class SSHBackend(Backend):
     ) -> str:
         from llimabox import tools
 
-        packages = None if packages is None else tools.check_packages(packages)
-        setup = tools.check_setup(setup)
+        packages, setup = tools.checked(packages, setup)
         conn = self.conn
         user = user or (self.target.user if self.target.user != "root" else None)
         roots = roots or _remote_conf(self).get("ROOTS") or "/home"
